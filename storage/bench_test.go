@@ -1,0 +1,90 @@
+package storage
+
+import (
+	"fmt"
+	"testing"
+
+	"github.com/hashicorp/raft"
+
+	"github.com/surgefund/surge/donation"
+)
+
+// benchCreates returns n create commands as logs from index.
+func benchCreates(b *testing.B, from uint64, n int) []*raft.Log {
+	b.Helper()
+	logs := make([]*raft.Log, n)
+	for i := range logs {
+		idx := from + uint64(i)
+		logs[i] = &raft.Log{Index: idx, Term: 1, Type: raft.LogCommand,
+			Data: mustEncode(b, createCmd(fmt.Sprintf("bench-%012d", idx), 2500, "EUR"))}
+	}
+	return logs
+}
+
+func checkResp(b *testing.B, resp []any) {
+	for _, r := range resp {
+		if _, ok := r.([]byte); !ok {
+			b.Fatalf("response %v", r)
+		}
+	}
+}
+
+// BenchmarkFSMApply: one create per transaction (Raft's non-batched path).
+func BenchmarkFSMApply(b *testing.B) {
+	f := openTestFSM(b, b.TempDir())
+	logs := benchCreates(b, 1, b.N)
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := range b.N {
+		checkResp(b, []any{f.Apply(logs[i])})
+	}
+}
+
+// BenchmarkFSMApplyBatch: 64 creates per transaction (MaxAppendEntries).
+// ns/op is per batch; ns/entry is reported as well.
+func BenchmarkFSMApplyBatch(b *testing.B) {
+	const batch = 64
+	f := openTestFSM(b, b.TempDir())
+	logs := benchCreates(b, 1, b.N*batch)
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := range b.N {
+		checkResp(b, f.ApplyBatch(logs[i*batch:(i+1)*batch]))
+	}
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*batch), "ns/entry")
+}
+
+// BenchmarkStoreLogs: 64 entries of a realistic command size per call,
+// fsynced before it returns.
+func BenchmarkStoreLogs(b *testing.B) {
+	const batch = 64
+	s := openTestLogStore(b, b.TempDir())
+	data := mustEncode(b, createCmd("bench-000000000001", 2500, "EUR"))
+	logs := make([]*raft.Log, batch)
+	b.SetBytes(int64(batch * len(data)))
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := range b.N {
+		for j := range logs {
+			logs[j] = &raft.Log{Index: uint64(i*batch + j + 1), Term: 1, Type: raft.LogCommand, Data: data}
+		}
+		if err := s.StoreLogs(logs); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*batch), "ns/entry")
+}
+
+// BenchmarkTotals: the read behind every GET /api/v1/total.
+func BenchmarkTotals(b *testing.B) {
+	f := openTestFSM(b, b.TempDir())
+	f.ApplyBatch(benchCreates(b, 1, 10))
+	b.ReportAllocs()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			if f.Totals("EUR").Currency != donation.Currency("EUR") {
+				b.Fatal("wrong currency")
+			}
+		}
+	})
+}

@@ -1,0 +1,162 @@
+package storage
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/dgraph-io/badger/v4"
+	"github.com/dgraph-io/badger/v4/options"
+)
+
+// Sentinel errors callers branch on.
+var (
+	// ErrKeyNotFound is returned by the StableStore for a missing key. Its
+	// text must stay exactly "not found": hashicorp/raft compares
+	// err.Error() with that string when it reads CurrentTerm on start.
+	ErrKeyNotFound = errors.New("not found")
+	// ErrClosed is returned by every operation on a closed store.
+	ErrClosed = errors.New("storage closed")
+	// ErrBadSnapshot wraps every reason a snapshot stream is refused.
+	ErrBadSnapshot = errors.New("bad snapshot")
+	// ErrCorrupt means the files on disk are not in a state this package
+	// ever leaves them in.
+	ErrCorrupt = errors.New("storage corrupt")
+)
+
+// Badger tuning shared by the log DB and the FSM DB. The defaults (64 MB
+// memtables x5, 256 MB block cache, Snappy) are sized for a big database; a
+// Surge node holds small records and must idle in little memory. See
+// DESIGN.md for the measured effect.
+const (
+	memTableSize     = 8 << 20  // maxBatchSize = 15% of this = 1.2 MB per transaction
+	numMemtables     = 2        // one active, one being flushed
+	valueLogFileSize = 32 << 20 // vlog only holds values > ValueThreshold (1 MB)
+	gcInterval       = 5 * time.Minute
+	gcDiscardRatio   = 0.5
+)
+
+// badgerOptions returns the options both DBs use. Only SyncWrites differs:
+// the Raft log must fsync before it returns, the FSM relies on the log.
+func badgerOptions(dir string, syncWrites bool, logger *slog.Logger) badger.Options {
+	return badger.DefaultOptions(dir).
+		WithSyncWrites(syncWrites).
+		WithDetectConflicts(false). // a single writer per DB
+		WithNumVersionsToKeep(1).
+		WithMemTableSize(memTableSize).
+		WithNumMemtables(numMemtables).
+		WithNumLevelZeroTables(2).
+		WithNumLevelZeroTablesStall(4).
+		WithBaseTableSize(2 << 20).
+		WithNumCompactors(2).
+		WithBlockCacheSize(0). // only useful for compressed or encrypted blocks
+		WithIndexCacheSize(0). // table indexes stay on the heap; tiny for our data
+		WithCompression(options.None).
+		WithValueLogFileSize(valueLogFileSize).
+		WithChecksumVerificationMode(options.OnTableAndBlockRead).
+		WithVerifyValueChecksum(true).
+		WithMetricsEnabled(false).
+		WithNumGoroutines(4).
+		WithLogger(badgerLogger{logger})
+}
+
+// openBadger opens (creating) a Badger DB in dir.
+func openBadger(dir string, syncWrites bool, logger *slog.Logger) (*badger.DB, error) {
+	if err := os.MkdirAll(dir, 0o750); err != nil {
+		return nil, fmt.Errorf("create dir %s: %w", dir, err)
+	}
+	db, err := badger.Open(badgerOptions(dir, syncWrites, logger))
+	if err != nil {
+		return nil, fmt.Errorf("open badger %s: %w", dir, err)
+	}
+	return db, nil
+}
+
+// badgerLogger bridges Badger's printf logger into slog. Badger logs a lot
+// at info level on every open and compaction; only warnings and errors pass.
+type badgerLogger struct{ l *slog.Logger }
+
+func (b badgerLogger) Errorf(f string, a ...any) {
+	b.l.Error(strings.TrimSpace(fmt.Sprintf(f, a...)), "component", "badger")
+}
+
+func (b badgerLogger) Warningf(f string, a ...any) {
+	b.l.Warn(strings.TrimSpace(fmt.Sprintf(f, a...)), "component", "badger")
+}
+
+func (badgerLogger) Infof(string, ...any)  {}
+func (badgerLogger) Debugf(string, ...any) {}
+
+func orDiscard(l *slog.Logger) *slog.Logger {
+	if l == nil {
+		return slog.New(slog.DiscardHandler)
+	}
+	return l
+}
+
+// ticker runs fn every interval on its own goroutine until stop is called;
+// stop waits for the goroutine and is safe to call more than once.
+type ticker struct {
+	stopOnce sync.Once
+	quit     chan struct{}
+	done     chan struct{}
+}
+
+func startTicker(interval time.Duration, fn func()) *ticker {
+	t := &ticker{quit: make(chan struct{}), done: make(chan struct{})}
+	go func() {
+		defer close(t.done)
+		tk := time.NewTicker(interval)
+		defer tk.Stop()
+		for {
+			select {
+			case <-t.quit:
+				return
+			case <-tk.C:
+				fn()
+			}
+		}
+	}()
+	return t
+}
+
+func (t *ticker) stop() {
+	t.stopOnce.Do(func() { close(t.quit) })
+	<-t.done
+}
+
+// runValueLogGC rewrites value-log files until Badger finds nothing worth
+// rewriting (at most a few rounds per tick, so Close is never held up long).
+func runValueLogGC(db *badger.DB, logger *slog.Logger) {
+	for range 4 {
+		err := db.RunValueLogGC(gcDiscardRatio)
+		if err == nil {
+			continue
+		}
+		if !errors.Is(err, badger.ErrNoRewrite) && !errors.Is(err, badger.ErrRejected) {
+			logger.Warn("value log gc", "err", err)
+		}
+		return
+	}
+}
+
+// syncDir fsyncs a directory so that renames and new files in it survive
+// a power loss.
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return fmt.Errorf("open dir %s: %w", dir, err)
+	}
+	err = d.Sync()
+	if cerr := d.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("sync dir %s: %w", dir, err)
+	}
+	return nil
+}

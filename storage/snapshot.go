@@ -1,0 +1,462 @@
+package storage
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"hash"
+	"hash/crc32"
+	"io"
+	"path/filepath"
+	"strings"
+	"sync"
+	"unicode/utf8"
+
+	"github.com/dgraph-io/badger/v4"
+	"github.com/hashicorp/raft"
+
+	"github.com/surgefund/surge/donation"
+)
+
+var _ raft.FSMSnapshot = (*fsmSnapshot)(nil)
+
+// Snapshot stream format, version 1 (all integers big-endian or uvarint):
+//
+//	header  "SURGEFSM" uint32(version)
+//	record  'R' uvarint(len key) key uvarint(len value) value    (keys ascending)
+//	trailer 'E' uint64(records) uint32(CRC-32C of every byte before it)
+//
+// Nothing may follow the trailer.
+const (
+	snapMagic      = "SURGEFSM"
+	snapVersion    = 1
+	snapRecord     = 'R'
+	snapEnd        = 'E'
+	maxSnapKeyLen  = 1 << 10
+	maxSnapValLen  = 16 << 20
+	snapBufferSize = 64 << 10
+)
+
+var castagnoli = crc32.MakeTable(crc32.Castagnoli)
+
+// Snapshot captures a read-only Badger transaction at the current applied
+// index. Apply continues while Persist streams from it.
+func (f *FSM) Snapshot() (raft.FSMSnapshot, error) {
+	f.applyMu.Lock()
+	defer f.applyMu.Unlock()
+	g, err := f.acquire()
+	if err != nil {
+		return nil, fmt.Errorf("snapshot: %w", err)
+	}
+	return &fsmSnapshot{f: f, g: g, txn: g.db.NewTransaction(false), applied: f.applied.Load()}, nil
+}
+
+type fsmSnapshot struct {
+	f       *FSM
+	g       *generation
+	txn     *badger.Txn
+	applied uint64
+	once    sync.Once
+}
+
+// Persist syncs the FSM DB (so that Raft, which compacts its log after a
+// snapshot, never drops entries whose effects are only in the page cache)
+// and streams the captured view into sink.
+func (s *fsmSnapshot) Persist(sink raft.SnapshotSink) error {
+	err := s.g.db.Sync()
+	if err == nil {
+		w := bufio.NewWriterSize(sink, snapBufferSize)
+		err = writeSnapshot(w, s.txn)
+		if err == nil {
+			err = w.Flush()
+		}
+	}
+	if err != nil {
+		return errors.Join(fmt.Errorf("persist snapshot at %d: %w", s.applied, err), sink.Cancel())
+	}
+	if err := sink.Close(); err != nil {
+		return fmt.Errorf("persist snapshot at %d: close sink: %w", s.applied, err)
+	}
+	return nil
+}
+
+// Release ends the read transaction. It is safe to call more than once.
+func (s *fsmSnapshot) Release() {
+	s.once.Do(func() {
+		s.txn.Discard()
+		s.f.release(s.g)
+	})
+}
+
+func writeSnapshot(w io.Writer, txn *badger.Txn) error {
+	crc := crc32.New(castagnoli)
+	mw := io.MultiWriter(w, crc)
+	hdr := binary.BigEndian.AppendUint32([]byte(snapMagic), snapVersion)
+	if _, err := mw.Write(hdr); err != nil {
+		return err
+	}
+	opts := badger.DefaultIteratorOptions
+	opts.PrefetchSize = 256
+	it := txn.NewIterator(opts)
+	defer it.Close()
+	var n uint64
+	var buf []byte
+	for it.Rewind(); it.Valid(); it.Next() {
+		item := it.Item()
+		buf = append(buf[:0], snapRecord)
+		buf = binary.AppendUvarint(buf, uint64(len(item.Key())))
+		buf = append(buf, item.Key()...)
+		err := item.Value(func(v []byte) error {
+			buf = binary.AppendUvarint(buf, uint64(len(v)))
+			buf = append(buf, v...)
+			return nil
+		})
+		if err != nil {
+			return fmt.Errorf("read %q: %w", item.Key(), err)
+		}
+		if _, err := mw.Write(buf); err != nil {
+			return err
+		}
+		n++
+	}
+	tr := binary.BigEndian.AppendUint64([]byte{snapEnd}, n)
+	if _, err := mw.Write(tr); err != nil {
+		return err
+	}
+	_, err := w.Write(binary.BigEndian.AppendUint32(nil, crc.Sum32()))
+	return err
+}
+
+// Restore replaces the whole state with the snapshot in rc, atomically:
+// the stream goes into a new generation directory, is verified and synced,
+// and only then does CURRENT switch to it. A bad stream leaves the old state
+// untouched and returns an error wrapping ErrBadSnapshot.
+func (f *FSM) Restore(rc io.ReadCloser) error {
+	defer rc.Close()
+	return f.restore(rc, 0)
+}
+
+// RestoreFromSnapshotStore restores the newest snapshot in store when it is
+// ahead of the applied index. This happens when the FSM was rebuilt after a
+// reboot (see OpenFSM). Call it before starting Raft, which runs with
+// NoSnapshotRestoreOnStart and replays the log from the snapshot's index.
+func (f *FSM) RestoreFromSnapshotStore(store raft.SnapshotStore) error {
+	metas, err := store.List()
+	if err != nil {
+		return fmt.Errorf("restore from snapshot store: list: %w", err)
+	}
+	if len(metas) == 0 || metas[0].Index <= f.AppliedIndex() {
+		return nil
+	}
+	meta := metas[0]
+	_, rc, err := store.Open(meta.ID)
+	if err != nil {
+		return fmt.Errorf("restore from snapshot %s: open: %w", meta.ID, err)
+	}
+	defer rc.Close()
+	f.logger.Info("restoring fsm from snapshot", "snapshot", meta.ID, "snapshot_index", meta.Index,
+		"applied_index", f.AppliedIndex())
+	// Raft's snapshot index can be above the FSM's own applied index when
+	// the last entries before it were noops or barriers. Recording it spares
+	// the same restore on the next start.
+	if err := f.restore(rc, meta.Index); err != nil {
+		return fmt.Errorf("restore from snapshot %s: %w", meta.ID, err)
+	}
+	return nil
+}
+
+func (f *FSM) restore(r io.Reader, atLeast uint64) error {
+	f.applyMu.Lock()
+	defer f.applyMu.Unlock()
+	if f.closed {
+		return ErrClosed
+	}
+	old := f.cur
+	n := old.num + 1
+	dir := filepath.Join(f.dir, genName(n))
+	if err := removeGeneration(dir); err != nil {
+		return fmt.Errorf("restore: %w", err)
+	}
+	db, st, err := f.loadGeneration(dir, r, atLeast)
+	if err != nil {
+		return errors.Join(fmt.Errorf("restore: %w", err), removeGeneration(dir))
+	}
+	if err := f.switchTo(n); err != nil {
+		// CURRENT may or may not name the new generation now; only the
+		// rename inside switchTo commits, and it failing leaves the old one.
+		if cur, cerr := f.readCurrent(); cerr != nil || cur != n {
+			return errors.Join(fmt.Errorf("restore: %w", err), db.Close(), removeGeneration(dir))
+		}
+		f.logger.Warn("restore switched generation but could not sync the directory", "err", err)
+	}
+
+	f.mu.Lock()
+	f.cur = &generation{num: n, dir: dir, db: db, refs: 1}
+	f.publish(st)
+	f.failed = nil // the new state starts clean
+	f.lastErr.Store(nil)
+	f.mu.Unlock()
+	f.release(old) // drops its "current" reference; the last reader closes and deletes it
+
+	f.logger.Info("fsm restored", "generation", n, "applied_index", st.applied, "donations", st.count)
+	return nil
+}
+
+// loadGeneration streams a snapshot into a new Badger DB in dir, verifies
+// it, and makes it durable: Close flushes every memtable into synced
+// tables, then the DB is opened again for service.
+func (f *FSM) loadGeneration(dir string, r io.Reader, atLeast uint64) (*badger.DB, stats, error) {
+	db, err := openBadger(dir, false, f.logger)
+	if err != nil {
+		return nil, stats{}, err
+	}
+	wb := db.NewWriteBatch()
+	defer wb.Cancel()
+	st, err := readSnapshot(r, wb.Set)
+	if err == nil {
+		err = wb.Flush()
+	}
+	if err == nil && atLeast > st.applied {
+		st.applied = atLeast
+		err = db.Update(func(txn *badger.Txn) error {
+			return txn.Set([]byte(appliedKey), binary.BigEndian.AppendUint64(nil, atLeast))
+		})
+	}
+	if cerr := db.Close(); err == nil && cerr != nil {
+		err = fmt.Errorf("flush restored state: %w", cerr)
+	}
+	if err != nil {
+		return nil, stats{}, err
+	}
+	if err := syncDir(dir); err != nil {
+		return nil, stats{}, err
+	}
+	db, err = openBadger(dir, false, f.logger)
+	if err != nil {
+		return nil, stats{}, err
+	}
+	return db, st, nil
+}
+
+// CheckSnapshot reads a whole snapshot stream and verifies it as Restore
+// would (framing, checksum, record count, key order, that totals and count
+// agree with the donations) without storing anything. Raft panics when the
+// FSM refuses a user restore, so check a stream before handing it to
+// raft.Raft.Restore. Any failure wraps ErrBadSnapshot.
+func CheckSnapshot(r io.Reader) error {
+	_, err := readSnapshot(r, nil)
+	return err
+}
+
+// WriteSnapshot writes the current state as a snapshot stream, the same
+// bytes FSMSnapshot.Persist writes, from one consistent read view.
+func (f *FSM) WriteSnapshot(w io.Writer) error {
+	g, err := f.acquire()
+	if err != nil {
+		return err
+	}
+	defer f.release(g)
+	err = g.db.View(func(txn *badger.Txn) error {
+		bw := bufio.NewWriterSize(w, snapBufferSize)
+		if err := writeSnapshot(bw, txn); err != nil {
+			return err
+		}
+		return bw.Flush()
+	})
+	if err != nil {
+		return fmt.Errorf("write snapshot: %w", err)
+	}
+	return nil
+}
+
+// readSnapshot checks the stream record by record, handing each record to
+// put (when not nil), then checks the trailer and that the totals and
+// count agree with the donations. Stream faults wrap ErrBadSnapshot; the
+// caller must not commit what put received unless readSnapshot succeeds.
+func readSnapshot(r io.Reader, put func(key, val []byte) error) (stats, error) {
+	sr := &snapReader{r: bufio.NewReaderSize(r, snapBufferSize), crc: crc32.New(castagnoli)}
+	hdr := sr.read(len(snapMagic) + 4)
+	if sr.err != nil {
+		return stats{}, badSnapshot("header: %v", sr.err)
+	}
+	if string(hdr[:len(snapMagic)]) != snapMagic {
+		return stats{}, badSnapshot("not a surge fsm snapshot")
+	}
+	if v := binary.BigEndian.Uint32(hdr[len(snapMagic):]); v != snapVersion {
+		return stats{}, badSnapshot("version %d, this build reads %d", v, snapVersion)
+	}
+
+	var (
+		n         uint64
+		prev      []byte
+		st        = stats{totals: totalsMap{}}
+		sum       = totalsMap{}
+		donations int64
+	)
+	for {
+		tag := sr.read(1)
+		if sr.err != nil {
+			return stats{}, badSnapshot("record %d: %v", n, sr.err)
+		}
+		if tag[0] == snapEnd {
+			break
+		}
+		if tag[0] != snapRecord {
+			return stats{}, badSnapshot("record %d: unknown tag %#x", n, tag[0])
+		}
+		key := sr.chunk(maxSnapKeyLen)
+		val := sr.chunk(maxSnapValLen)
+		if sr.err != nil {
+			return stats{}, badSnapshot("record %d: %v", n, sr.err)
+		}
+		if prev != nil && bytes.Compare(key, prev) <= 0 {
+			return stats{}, badSnapshot("record %d: key %q out of order", n, key)
+		}
+		prev = key
+		if err := checkRecord(key, val, &st, sum, &donations); err != nil {
+			return stats{}, badSnapshot("record %d (%q): %v", n, key, err)
+		}
+		if put != nil {
+			if err := put(key, val); err != nil {
+				return stats{}, fmt.Errorf("write record %d: %w", n, err)
+			}
+		}
+		n++
+	}
+	count := sr.read(8)
+	want := sr.crc.Sum32()
+	got := sr.read(4)
+	if sr.err != nil {
+		return stats{}, badSnapshot("trailer: %v", sr.err)
+	}
+	if c := binary.BigEndian.Uint64(count); c != n {
+		return stats{}, badSnapshot("trailer counts %d records, stream has %d", c, n)
+	}
+	if c := binary.BigEndian.Uint32(got); c != want {
+		return stats{}, badSnapshot("checksum %08x, computed %08x", c, want)
+	}
+	if _, err := sr.r.ReadByte(); err != io.EOF {
+		return stats{}, badSnapshot("data after the trailer")
+	}
+	if st.count != donations {
+		return stats{}, badSnapshot("count says %d donations, stream has %d", st.count, donations)
+	}
+	if err := sameTotals(sum, st.totals); err != nil {
+		return stats{}, badSnapshot("%v", err)
+	}
+	return st, nil
+}
+
+// checkRecord validates one key/value pair and folds it into the figures.
+func checkRecord(key, val []byte, st *stats, sum totalsMap, donations *int64) error {
+	k := string(key)
+	switch {
+	case strings.HasPrefix(k, donationPrefix):
+		d, err := decodeDonation(val)
+		if err != nil {
+			return err
+		}
+		if d.ID != k[len(donationPrefix):] {
+			return fmt.Errorf("donation id %q under another key", d.ID)
+		}
+		if !d.Status.Valid() || !d.Amount.Currency.Valid() {
+			return fmt.Errorf("donation with status %q currency %q", d.Status, d.Amount.Currency)
+		}
+		addCounted(sum, d)
+		*donations++
+	case strings.HasPrefix(k, uniquePrefix):
+		if len(val) == 0 || len(val) > donation.MaxIDLen || !utf8.Valid(val) {
+			return errors.New("unique key with a bad donation id")
+		}
+	case strings.HasPrefix(k, totalsPrefix):
+		c := donation.Currency(k[len(totalsPrefix):])
+		if !c.Valid() {
+			return fmt.Errorf("totals of unknown currency %q", c)
+		}
+		t, err := decodeTotals(c, val)
+		if err != nil {
+			return err
+		}
+		st.totals[c] = t
+	case k == appliedKey || k == countKey:
+		if len(val) != 8 {
+			return fmt.Errorf("%d bytes", len(val))
+		}
+		if k == appliedKey {
+			st.applied = binary.BigEndian.Uint64(val)
+		} else {
+			st.count = int64(binary.BigEndian.Uint64(val))
+		}
+	default:
+		return errors.New("unknown key")
+	}
+	return nil
+}
+
+func badSnapshot(format string, a ...any) error {
+	return fmt.Errorf("%w: %s", ErrBadSnapshot, fmt.Sprintf(format, a...))
+}
+
+// snapReader reads the stream, feeding every byte into the checksum; the
+// first error sticks.
+type snapReader struct {
+	r   *bufio.Reader
+	crc hash.Hash32
+	err error
+}
+
+func (s *snapReader) read(n int) []byte {
+	if s.err != nil {
+		return nil
+	}
+	var b []byte
+	if n <= snapBufferSize {
+		b = make([]byte, n)
+		if _, err := io.ReadFull(s.r, b); err != nil {
+			s.err = io.ErrUnexpectedEOF
+			return nil
+		}
+	} else {
+		// A length read from the stream: grow with the bytes that really
+		// arrive instead of trusting it with one big allocation.
+		var buf bytes.Buffer
+		if _, err := io.CopyN(&buf, s.r, int64(n)); err != nil {
+			s.err = io.ErrUnexpectedEOF
+			return nil
+		}
+		b = buf.Bytes()
+	}
+	_, _ = s.crc.Write(b)
+	return b
+}
+
+func (s *snapReader) chunk(max uint64) []byte {
+	if s.err != nil {
+		return nil
+	}
+	var lb [binary.MaxVarintLen64]byte
+	i := 0
+	for {
+		c := s.read(1)
+		if s.err != nil {
+			return nil
+		}
+		lb[i] = c[0]
+		i++
+		if c[0] < 0x80 {
+			break
+		}
+		if i == len(lb) {
+			s.err = errors.New("bad length")
+			return nil
+		}
+	}
+	n, k := binary.Uvarint(lb[:i])
+	if k <= 0 || n > max {
+		s.err = fmt.Errorf("length %d over the limit %d", n, max)
+		return nil
+	}
+	return s.read(int(n))
+}

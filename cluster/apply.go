@@ -146,6 +146,7 @@ func retryable(err error) bool {
 		errors.Is(err, raft.ErrLeadershipLost),
 		errors.Is(err, raft.ErrLeadershipTransferInProgress),
 		errors.Is(err, raft.ErrEnqueueTimeout),
+		errors.Is(err, raft.ErrAbortedByRestore), // a user restore raced the write; it never entered the new state
 		errors.Is(err, errLeaderChanged):
 		return true
 	}

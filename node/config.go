@@ -9,6 +9,8 @@ import (
 	"os"
 	"strconv"
 	"time"
+
+	"github.com/surgefund/surge/web"
 )
 
 // Config is everything a node needs, filled from flags and environment by cmd/node.
@@ -109,6 +111,13 @@ func (c Config) Validate() error {
 	}
 	if c.Provider == "dev" && len(c.DevSecret) < 16 {
 		return errors.New("dev-secret: must be at least 16 bytes")
+	}
+	if c.AdminToken != "" {
+		a := web.DefaultAdminConfig()
+		a.Token = c.AdminToken
+		if err := a.Validate(); err != nil {
+			return fmt.Errorf("admin-token: %w", err)
+		}
 	}
 	if c.RateLimit < 0 {
 		return fmt.Errorf("rate-limit: %d must not be negative", c.RateLimit)

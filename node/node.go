@@ -16,6 +16,8 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/labstack/echo/v4"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/surgefund/surge/cluster"
 	"github.com/surgefund/surge/donation"
@@ -136,9 +138,19 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	ccfg.Version = n.cfg.Version
 	ccfg.Logger = n.logger.With("component", "cluster")
 	ccfg.StatusExtra = n.statusExtra
+	reg, err := newMetricsRegistry()
+	if err != nil {
+		return err
+	}
+	nm, err := newNodeMetrics(reg, n.fsm, n.logs)
+	if err != nil {
+		return err
+	}
+	ccfg.OnApply = nm.ObserveApply
 	if n.cluster, err = cluster.New(ccfg, n.fsm, n.logs, n.logs, snaps); err != nil {
 		return err
 	}
+	nm.setCluster(n.cluster)
 
 	dcfg := payment.DefaultDevConfig()
 	dcfg.Secret = []byte(n.cfg.DevSecret)
@@ -161,6 +173,9 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	wcfg.Logger = n.logger.With("component", "web")
 	wcfg.Version = n.cfg.Version
 	if n.web, err = web.NewServer(wcfg, n.fsm, n, n.cluster); err != nil {
+		return err
+	}
+	if err := n.mountOperatorSurface(reg); err != nil {
 		return err
 	}
 
@@ -192,6 +207,29 @@ func (n *Node) Propose(ctx context.Context, cmd donation.Command) (donation.Resu
 		return donation.Result{}, err
 	}
 	return donation.DecodeResult(resp)
+}
+
+// mountOperatorSurface adds the admin API and /metrics to the web server.
+// The HTTP metrics middleware goes first (Pre) so it also sees the final
+// status of 404 and 405 answers. /metrics sits behind the admin check:
+// Prometheus needs the bearer token, or must scrape from loopback when no
+// token is set.
+func (n *Node) mountOperatorSurface(reg *prometheus.Registry) error {
+	httpMetrics, err := web.NewMetrics(reg)
+	if err != nil {
+		return err
+	}
+	e := n.web.Echo()
+	e.Pre(httpMetrics.Middleware())
+	acfg := web.DefaultAdminConfig()
+	acfg.Token = n.cfg.AdminToken
+	acfg.Logger = n.logger.With("component", "admin")
+	admin := newClusterAdmin(n.cluster, n.fsm, n.cfg.DataDir, n.logger.With("component", "admin"))
+	if err := web.RegisterAdmin(e, acfg, admin); err != nil {
+		return err
+	}
+	e.GET("/metrics", echo.WrapHandler(web.MetricsHandler(reg)), web.AdminAuth(acfg))
+	return nil
 }
 
 // HTTPAddr is the address the HTTP server listens on.

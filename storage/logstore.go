@@ -479,3 +479,14 @@ func (d *decoder) bytes() []byte {
 	d.b = d.b[n:]
 	return out
 }
+
+// Size reports the on-disk size of the log store's LSM tree and value log
+// (Badger's own estimate), for metrics. It is zero after Close.
+func (s *LogStore) Size() (lsm, vlog int64) {
+	s.life.RLock()
+	defer s.life.RUnlock()
+	if s.closed {
+		return 0, 0
+	}
+	return s.db.Size()
+}

@@ -6,7 +6,8 @@
 // runs the leader-only reconcile loop that adds, promotes, demotes and removes
 // servers, forwards writes from any node to the leader and holds them through
 // an election, multiplexes Raft and an authenticated internal RPC on one TCP
-// port, and reports the status of this node and of its peers.
+// port, reports the status of this node and of its peers, and saves or
+// restores the whole state as a user snapshot through Raft.
 //
 // Commands are opaque bytes. The package imports nothing internal to Surge:
 // only the standard library, hashicorp/raft, hashicorp/memberlist and

@@ -2,7 +2,10 @@
 // pages, the JSON API, the payment return and notification endpoints, the
 // gateway-hosted pages of providers that have them, and the middleware in
 // front of all of it (security headers, request IDs, access log, panic
-// recovery, client IP, rate limiting, body limits).
+// recovery, client IP, rate limiting, body limits). It also serves the
+// admin API under /admin/v1/ (admin.go, over the ClusterAdmin interface),
+// the HTTP metrics middleware and /metrics handler (metrics.go), and holds
+// Client, the typed client of the admin API that clusterctl uses.
 //
 // It owns the mapping from requests to donation commands and from errors to
 // HTTP status codes (one place: errors.go). It imports donation and payment

@@ -41,6 +41,10 @@ type Config struct {
 
 	RateLimit int // donation creations per minute per client IP; 0 disables
 
+	// RaftMultiplier scales Raft's heartbeat, election and lease timeouts
+	// (1 = the LAN defaults; raise it on slow or overloaded machines).
+	RaftMultiplier int
+
 	Version string
 }
 
@@ -58,6 +62,7 @@ func DefaultConfig() Config {
 		Provider:        "dev",
 		DevSecret:       "surge-dev-gateway-secret",
 		RateLimit:       30,
+		RaftMultiplier:  1,
 		Version:         "dev",
 	}
 }
@@ -118,6 +123,9 @@ func (c Config) Validate() error {
 		if err := a.Validate(); err != nil {
 			return fmt.Errorf("admin-token: %w", err)
 		}
+	}
+	if c.RaftMultiplier < 1 || c.RaftMultiplier > 10 {
+		return fmt.Errorf("raft-multiplier: %d must be between 1 and 10", c.RaftMultiplier)
 	}
 	if c.RateLimit < 0 {
 		return fmt.Errorf("rate-limit: %d must not be negative", c.RateLimit)

@@ -138,6 +138,10 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	ccfg.Version = n.cfg.Version
 	ccfg.Logger = n.logger.With("component", "cluster")
 	ccfg.StatusExtra = n.statusExtra
+	m := time.Duration(n.cfg.RaftMultiplier)
+	ccfg.HeartbeatTimeout *= m
+	ccfg.ElectionTimeout *= m
+	ccfg.LeaderLeaseTimeout *= m
 	reg, err := newMetricsRegistry()
 	if err != nil {
 		return err

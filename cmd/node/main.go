@@ -118,6 +118,7 @@ func parse(args []string, stderr io.Writer) (node.Config, logOptions, error) {
 	fs.BoolVar(&cfg.DevDuplicate, "dev-duplicate", cfg.DevDuplicate, "dev gateway: deliver every notification twice")
 	fs.BoolVar(&cfg.DevReorder, "dev-reorder", cfg.DevReorder, "dev gateway: send a late 'processing' event after the final one")
 	fs.DurationVar(&cfg.DevDelay, "dev-delay", cfg.DevDelay, "dev gateway: delay notifications by this long")
+	fs.IntVar(&cfg.RaftMultiplier, "raft-multiplier", cfg.RaftMultiplier, "scale Raft's timeouts (1 = LAN defaults, 300 ms; raise on slow or overloaded machines)")
 	fs.IntVar(&cfg.RateLimit, "rate-limit", cfg.RateLimit, "donations a client IP may start per minute; 0 disables")
 	fs.StringVar(&lo.format, "log-format", lo.format, "log format: text or json")
 	fs.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn or error")

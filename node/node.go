@@ -119,6 +119,11 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	publicURL := n.cfg.PublicURL
 	if publicURL == "" {
 		publicURL = "http://" + httpAdv
+		if bindHost, _, _ := net.SplitHostPort(n.cfg.HTTPAddr); len(n.cfg.Join) == 0 && isAnyOrLoopback(bindHost) {
+			// The embedded single-node default: the donor is on this
+			// machine, so keep them on localhost through the gateway.
+			publicURL = "http://" + net.JoinHostPort("localhost", httpPort)
+		}
 	}
 	publicURL = strings.TrimRight(publicURL, "/")
 
@@ -310,6 +315,16 @@ func (n *Node) closeLocked() error {
 		errs = append(errs, n.logs.Close())
 	}
 	return errors.Join(errs...)
+}
+
+// isAnyOrLoopback reports whether a bind host listens on every interface or
+// on loopback only.
+func isAnyOrLoopback(host string) bool {
+	if host == "" || host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && (ip.IsUnspecified() || ip.IsLoopback())
 }
 
 // loadNodeID reads the node's UUID from the data dir, creating it on first

@@ -243,8 +243,9 @@ func TestGrowAndForward(t *testing.T) {
 	}{
 		{3, 5, 3},
 		{5, 5, 5},
+		{5, 6, 5}, // a 6th node with --voters 5 stays a non-voter and still serves reads and writes
 	} {
-		t.Run(fmt.Sprintf("voters%d", tt.voters), func(t *testing.T) {
+		t.Run(fmt.Sprintf("voters%d_nodes%d", tt.voters, tt.nodes), func(t *testing.T) {
 			tc := newTestCluster(t)
 			first := tc.add("g1", func(c *Config) { c.Voters = tt.voters })
 			waitFor(t, 5*time.Second, "first ready", first.c.Ready)

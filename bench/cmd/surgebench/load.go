@@ -1,0 +1,190 @@
+package main
+
+import (
+	"context"
+	"sync"
+	"time"
+)
+
+// runResult is one closed-loop run: every worker repeats op until the
+// duration is over.
+type runResult struct {
+	Clients  int
+	Elapsed  time.Duration
+	Lat      latencies // of the operations that succeeded
+	Errors   int
+	FirstErr error
+	CPU      time.Duration        // this process's CPU during the run
+	HostBusy time.Duration        // busy CPU time of the whole host during the run
+	Procs    time.Duration        // CPU of the node processes during the run, when known
+	Sub      map[string]latencies // latencies of the requests inside one operation
+	Note     string
+}
+
+func (r runResult) rate() float64 { return float64(len(r.Lat)) / r.Elapsed.Seconds() }
+
+// closedLoop runs clients workers for d; worker i calls op(ctx, i, seq)
+// again as soon as the previous call returned. A failing op is counted,
+// and the worker pauses 10 ms before the next call so that a down node does
+// not turn into a busy loop.
+func closedLoop(ctx context.Context, clients int, d time.Duration, op func(ctx context.Context, worker, seq int) error) runResult {
+	ctx, cancel := context.WithTimeout(ctx, d)
+	defer cancel()
+	res := runResult{Clients: clients}
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	cpu0, host0 := selfCPU(), hostBusy()
+	start := time.Now()
+	for w := range clients {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			var lat latencies
+			errs := 0
+			var first error
+			for seq := 0; ctx.Err() == nil; seq++ {
+				t0 := time.Now()
+				err := op(ctx, w, seq)
+				if err != nil {
+					if ctx.Err() != nil {
+						// Cut off by the end of the run (errors are not always
+						// wrapped with %w, so do not look at err): neither a
+						// success nor a failure.
+						break
+					}
+					errs++
+					if first == nil {
+						first = err
+					}
+					select {
+					case <-ctx.Done():
+					case <-time.After(10 * time.Millisecond):
+					}
+					continue
+				}
+				lat = append(lat, time.Since(t0))
+			}
+			mu.Lock()
+			res.Lat = append(res.Lat, lat...)
+			res.Errors += errs
+			if res.FirstErr == nil {
+				res.FirstErr = first
+			}
+			mu.Unlock()
+		}()
+	}
+	wg.Wait()
+	res.Elapsed = time.Since(start)
+	res.CPU = selfCPU() - cpu0
+	res.HostBusy = hostBusy() - host0
+	return res
+}
+
+// curveRow aggregates the runs of one concurrency level over the rounds.
+type curveRow struct {
+	clients int
+	runs    []runResult
+	extra   []map[string]float64
+}
+
+func (r *curveRow) rates() []float64 {
+	var out []float64
+	for _, x := range r.runs {
+		out = append(out, x.rate())
+	}
+	return out
+}
+
+func (r *curveRow) pct(f func(summary) time.Duration) []float64 {
+	var out []float64
+	for _, x := range r.runs {
+		out = append(out, ms(f(summarize(x.Lat))))
+	}
+	return out
+}
+
+func (r *curveRow) subPct(name string, f func(summary) time.Duration) []float64 {
+	var out []float64
+	for _, x := range r.runs {
+		if l, ok := x.Sub[name]; ok {
+			out = append(out, ms(f(summarize(l))))
+		}
+	}
+	return out
+}
+
+func (r *curveRow) errors() int {
+	n := 0
+	for _, x := range r.runs {
+		n += x.Errors
+	}
+	return n
+}
+
+func (r *curveRow) firstErr() error {
+	for _, x := range r.runs {
+		if x.FirstErr != nil {
+			return x.FirstErr
+		}
+	}
+	return nil
+}
+
+// cpuPerOp is the median over runs of CPU µs per successful operation,
+// with cpu picking which CPU figure.
+func (r *curveRow) cpuPerOp(cpu func(runResult) time.Duration) float64 {
+	var out []float64
+	for _, x := range r.runs {
+		if len(x.Lat) > 0 {
+			out = append(out, float64(cpu(x).Microseconds())/float64(len(x.Lat)))
+		}
+	}
+	return median(out)
+}
+
+// order returns the concurrency levels for round r: forwards in odd
+// rounds, backwards in even ones, so no level always runs on a warm or a
+// cold cluster.
+func order(levels []int, round int) []int {
+	out := append([]int(nil), levels...)
+	if round%2 == 1 {
+		for i, j := 0, len(out)-1; i < j; i, j = i+1, j-1 {
+			out[i], out[j] = out[j], out[i]
+		}
+	}
+	return out
+}
+
+// subRecorder collects the latencies of the requests inside an operation
+// (create, confirm), sharded by worker so that recording rarely contends.
+type subRecorder struct {
+	shards [64]struct {
+		mu  sync.Mutex
+		lat map[string]latencies
+	}
+}
+
+func (s *subRecorder) record(worker int, name string, d time.Duration) {
+	sh := &s.shards[worker%len(s.shards)]
+	sh.mu.Lock()
+	if sh.lat == nil {
+		sh.lat = map[string]latencies{}
+	}
+	sh.lat[name] = append(sh.lat[name], d)
+	sh.mu.Unlock()
+}
+
+// drain returns everything recorded and empties the recorder.
+func (s *subRecorder) drain() map[string]latencies {
+	out := map[string]latencies{}
+	for i := range s.shards {
+		sh := &s.shards[i]
+		sh.mu.Lock()
+		for k, v := range sh.lat {
+			out[k] = append(out[k], v...)
+		}
+		sh.lat = nil
+		sh.mu.Unlock()
+	}
+	return out
+}

@@ -1,0 +1,548 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// devSecret is the dev gateway secret every benchmark node shares, so the
+// harness can sign notifications with payment.Sign.
+const devSecret = "surge-bench-dev-secret-0123456789"
+
+// freePorts returns n distinct free ports on 127.0.0.1, free for both TCP
+// and UDP (memberlist uses both). They are released before returning, so a
+// race with another program is possible but unlikely.
+func freePorts(n int) ([]int, error) {
+	var out []int
+	var hold []io.Closer
+	defer func() {
+		for _, c := range hold {
+			c.Close()
+		}
+	}()
+	for tries := 0; len(out) < n; tries++ {
+		if tries > 100*n {
+			return nil, errors.New("free ports: none found")
+		}
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return nil, fmt.Errorf("free ports: %w", err)
+		}
+		port := l.Addr().(*net.TCPAddr).Port
+		u, err := net.ListenPacket("udp", fmt.Sprintf("127.0.0.1:%d", port))
+		if err != nil {
+			l.Close()
+			continue
+		}
+		hold = append(hold, l, u)
+		out = append(out, port)
+	}
+	return out, nil
+}
+
+// repoRoot finds the directory of Surge's go.mod, from the working
+// directory upwards.
+func repoRoot() (string, error) {
+	dir, err := os.Getwd()
+	if err != nil {
+		return "", err
+	}
+	for {
+		b, err := os.ReadFile(filepath.Join(dir, "go.mod"))
+		if err == nil && strings.Contains(string(b), "module github.com/surgefund/surge\n") {
+			return dir, nil
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			return "", errors.New("find repository root: no go.mod of github.com/surgefund/surge above the working directory (use --node-bin)")
+		}
+		dir = parent
+	}
+}
+
+// buildNode compiles cmd/node into dir and returns the binary's path.
+func buildNode(ctx context.Context, dir string) (string, error) {
+	root, err := repoRoot()
+	if err != nil {
+		return "", err
+	}
+	out := filepath.Join(dir, "node")
+	cmd := exec.CommandContext(ctx, "go", "build", "-o", out, "./cmd/node")
+	cmd.Dir = root
+	if b, err := cmd.CombinedOutput(); err != nil {
+		return "", fmt.Errorf("build node: %w\n%s", err, b)
+	}
+	return out, nil
+}
+
+// proc is one node process.
+type proc struct {
+	name    string
+	bin     string
+	dataDir string
+	http    string // host:port
+	gossip  string
+	raft    string
+	args    []string // extra flags (join, bootstrap-expect, ...)
+	env     []string
+	logPath string
+
+	mu       sync.Mutex
+	cmd      *exec.Cmd
+	exited   chan struct{}
+	leader   bool      // logged "gained leadership" and not "lost leadership" since
+	gains    int       // "gained leadership" lines, over all starts
+	lastGain time.Time // when the last one was seen
+	started  time.Time
+}
+
+func (p *proc) base() string { return "http://" + p.http }
+
+// nodeID reads the node's persistent UUID from its data dir.
+func (p *proc) nodeID() string {
+	b, err := os.ReadFile(filepath.Join(p.dataDir, "node-id"))
+	if err != nil {
+		return ""
+	}
+	return strings.TrimSpace(string(b))
+}
+
+var runningRE = regexp.MustCompile(`Surge is running at `)
+
+// start launches the process and waits until it says it is running.
+func (p *proc) start(ctx context.Context) error {
+	p.mu.Lock()
+	args := append([]string{
+		"--data-dir", p.dataDir,
+		"--name", p.name,
+		"--http-addr", p.http,
+		"--gossip-addr", p.gossip,
+		"--raft-addr", p.raft,
+		"--advertise", "127.0.0.1",
+		"--rate-limit", "0",
+		"--dev-secret", devSecret,
+		"--log-level", "info",
+	}, p.args...)
+	cmd := exec.Command(p.bin, args...)
+	cmd.Env = append(os.Environ(), p.env...)
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		p.mu.Unlock()
+		return err
+	}
+	logf, err := os.OpenFile(p.logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		p.mu.Unlock()
+		return err
+	}
+	if err := cmd.Start(); err != nil {
+		logf.Close()
+		p.mu.Unlock()
+		return fmt.Errorf("start %s: %w", p.name, err)
+	}
+	p.cmd = cmd
+	p.exited = make(chan struct{})
+	p.leader = false
+	p.started = time.Now()
+	exited := p.exited
+	p.mu.Unlock()
+
+	up := make(chan struct{}, 1)
+	go func() {
+		defer logf.Close()
+		sc := bufio.NewScanner(stderr)
+		sc.Buffer(make([]byte, 64*1024), 1024*1024)
+		for sc.Scan() {
+			line := sc.Text()
+			fmt.Fprintln(logf, line)
+			p.observe(line)
+			if runningRE.MatchString(line) {
+				select {
+				case up <- struct{}{}:
+				default:
+				}
+			}
+		}
+		cmd.Wait()
+		close(exited)
+	}()
+	select {
+	case <-up:
+		return nil
+	case <-exited:
+		return fmt.Errorf("%s exited during start (log %s)", p.name, p.logPath)
+	case <-ctx.Done():
+		p.kill()
+		return ctx.Err()
+	case <-time.After(60 * time.Second):
+		p.kill()
+		return fmt.Errorf("%s did not start within 60s (log %s)", p.name, p.logPath)
+	}
+}
+
+// observe follows leadership in the node's log: the fallback to find the
+// leader when the admin API cannot, and the count of leader changes.
+func (p *proc) observe(line string) {
+	switch {
+	case strings.Contains(line, `msg="gained leadership"`):
+		p.mu.Lock()
+		p.leader = true
+		p.gains++
+		p.lastGain = time.Now()
+		p.mu.Unlock()
+	case strings.Contains(line, `msg="lost leadership"`):
+		p.mu.Lock()
+		p.leader = false
+		p.mu.Unlock()
+	}
+}
+
+func (p *proc) running() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.cmd == nil {
+		return false
+	}
+	select {
+	case <-p.exited:
+		return false
+	default:
+		return true
+	}
+}
+
+func (p *proc) pid() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.cmd == nil || p.cmd.Process == nil {
+		return 0
+	}
+	return p.cmd.Process.Pid
+}
+
+func (p *proc) signal(sig syscall.Signal) {
+	p.mu.Lock()
+	cmd, exited := p.cmd, p.exited
+	p.mu.Unlock()
+	if cmd == nil || cmd.Process == nil {
+		return
+	}
+	select {
+	case <-exited:
+		return
+	default:
+	}
+	cmd.Process.Signal(sig)
+	<-exited
+	p.mu.Lock()
+	p.leader = false
+	p.mu.Unlock()
+}
+
+// kill sends SIGKILL and waits until the process is gone.
+func (p *proc) kill() { p.signal(syscall.SIGKILL) }
+
+// stop sends SIGTERM (graceful stop) and waits.
+func (p *proc) stop() { p.signal(syscall.SIGTERM) }
+
+// procCluster is a set of node processes on 127.0.0.1.
+type procCluster struct {
+	dir   string
+	bin   string
+	procs []*proc
+	log   *progress
+}
+
+// newProcCluster prepares n nodes that form one cluster with
+// --bootstrap-expect n; start launches them.
+func newProcCluster(dir, bin string, n int, log *progress) (*procCluster, error) {
+	c := &procCluster{dir: dir, bin: bin, log: log}
+	var gossips []string
+	for i := range n {
+		p, err := c.newProc(fmt.Sprintf("n%d", i+1))
+		if err != nil {
+			return nil, err
+		}
+		gossips = append(gossips, p.gossip)
+		c.procs = append(c.procs, p)
+	}
+	for _, p := range c.procs {
+		p.args = []string{"--bootstrap-expect", fmt.Sprint(n), "--join", strings.Join(gossips, ",")}
+	}
+	return c, nil
+}
+
+// newProc prepares a node with fresh ports and its own data dir.
+func (c *procCluster) newProc(name string) (*proc, error) {
+	ports, err := freePorts(3)
+	if err != nil {
+		return nil, err
+	}
+	return &proc{
+		name:    name,
+		bin:     c.bin,
+		dataDir: filepath.Join(c.dir, name),
+		http:    fmt.Sprintf("127.0.0.1:%d", ports[0]),
+		gossip:  fmt.Sprintf("127.0.0.1:%d", ports[1]),
+		raft:    fmt.Sprintf("127.0.0.1:%d", ports[2]),
+		logPath: filepath.Join(c.dir, name+".log"),
+	}, nil
+}
+
+func (c *procCluster) start(ctx context.Context) error {
+	errs := make(chan error, len(c.procs))
+	for _, p := range c.procs {
+		go func() { errs <- p.start(ctx) }()
+	}
+	var all []error
+	for range c.procs {
+		all = append(all, <-errs)
+	}
+	if err := errors.Join(all...); err != nil {
+		return err
+	}
+	return c.waitReady(ctx, 90*time.Second)
+}
+
+// waitReady polls /readyz on every running node until all answer 200.
+func (c *procCluster) waitReady(ctx context.Context, limit time.Duration) error {
+	for _, p := range c.procs {
+		if !p.running() {
+			continue
+		}
+		if err := waitReady(ctx, p.base(), limit, false); err != nil {
+			return fmt.Errorf("%s: %w", p.name, err)
+		}
+	}
+	return nil
+}
+
+// close kills every node (SIGTERM first, so leadership moves cleanly).
+func (c *procCluster) close() {
+	var wg sync.WaitGroup
+	for _, p := range c.procs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			done := make(chan struct{})
+			go func() { p.stop(); close(done) }()
+			select {
+			case <-done:
+			case <-time.After(15 * time.Second):
+				p.kill()
+			}
+		}()
+	}
+	wg.Wait()
+}
+
+func (c *procCluster) bases() []string {
+	var out []string
+	for _, p := range c.procs {
+		out = append(out, p.base())
+	}
+	return out
+}
+
+// gains counts "gained leadership" over all nodes so far.
+func (c *procCluster) gains() int {
+	n := 0
+	for _, p := range c.procs {
+		p.mu.Lock()
+		n += p.gains
+		p.mu.Unlock()
+	}
+	return n
+}
+
+var pollClient = &http.Client{Timeout: 2 * time.Second}
+
+// waitReady polls base/readyz (with ?sync when sync) until it answers 200.
+func waitReady(ctx context.Context, base string, limit time.Duration, sync bool) error {
+	u := base + "/readyz"
+	if sync {
+		u += "?sync&timeout=2s"
+	}
+	deadline := time.Now().Add(limit)
+	var last string
+	for time.Now().Before(deadline) {
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+		resp, err := pollClient.Do(req)
+		if err == nil {
+			b, _ := io.ReadAll(io.LimitReader(resp.Body, 1024))
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return nil
+			}
+			last = fmt.Sprintf("%d %s", resp.StatusCode, strings.TrimSpace(string(b)))
+		} else {
+			last = err.Error()
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+	return fmt.Errorf("not ready within %s: %s", limit, last)
+}
+
+// adminStatus is the part of GET /admin/v1/status the harness reads.
+type adminStatus struct {
+	LeaderID string `json:"leader_id"`
+	Members  []struct {
+		ID       string `json:"id"`
+		HTTPAddr string `json:"http_addr"`
+		Role     string `json:"role"`
+	} `json:"members"`
+}
+
+// errNoAdmin means the node has no admin status endpoint (yet).
+var errNoAdmin = errors.New("no GET /admin/v1/status")
+
+func fetchAdminStatus(ctx context.Context, base string) (adminStatus, error) {
+	var s adminStatus
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, base+"/admin/v1/status", nil)
+	resp, err := pollClient.Do(req)
+	if err != nil {
+		return s, err
+	}
+	defer resp.Body.Close()
+	switch resp.StatusCode {
+	case http.StatusOK:
+	case http.StatusNotFound, http.StatusMethodNotAllowed:
+		return s, errNoAdmin
+	default:
+		return s, fmt.Errorf("admin status: %s", resp.Status)
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&s); err != nil {
+		return s, fmt.Errorf("admin status: %w", err)
+	}
+	return s, nil
+}
+
+// leader finds the leader among the running nodes: from the admin API
+// (leader_id, matched with the node ids in the data dirs, or http_addr),
+// or, when no node serves it, from the "gained leadership" lines of the
+// logs. how says which.
+func (c *procCluster) leader(ctx context.Context) (p *proc, how string, err error) {
+	sawAdmin := false
+	for _, q := range c.procs {
+		if !q.running() {
+			continue
+		}
+		s, err := fetchAdminStatus(ctx, q.base())
+		if err != nil {
+			continue
+		}
+		sawAdmin = true
+		if s.LeaderID == "" {
+			continue
+		}
+		for _, r := range c.procs {
+			if r.nodeID() == s.LeaderID && r.running() {
+				return r, "admin", nil
+			}
+		}
+		for _, m := range s.Members {
+			if m.ID != s.LeaderID {
+				continue
+			}
+			for _, r := range c.procs {
+				if r.http == m.HTTPAddr && r.running() {
+					return r, "admin", nil
+				}
+			}
+		}
+	}
+	if sawAdmin {
+		return nil, "admin", errors.New("no leader in admin status")
+	}
+	var best *proc
+	for _, q := range c.procs {
+		q.mu.Lock()
+		ok := q.leader && q.lastGain.After(bestGain(best))
+		q.mu.Unlock()
+		if ok && q.running() {
+			best = q
+		}
+	}
+	if best == nil {
+		return nil, "log", errors.New("no node has logged gained leadership")
+	}
+	return best, "log", nil
+}
+
+func bestGain(p *proc) time.Time {
+	if p == nil {
+		return time.Time{}
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.lastGain
+}
+
+// httpClient returns a client for load: keep-alive with up to conns idle
+// connections per node, no redirects followed, no transparent gzip.
+func httpClient(conns int) *http.Client {
+	tr := &http.Transport{
+		Proxy:               nil,
+		MaxIdleConns:        conns * 8,
+		MaxIdleConnsPerHost: conns,
+		IdleConnTimeout:     90 * time.Second,
+		DisableCompression:  true,
+		DialContext:         (&net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
+	}
+	return &http.Client{
+		Transport: tr,
+		Timeout:   30 * time.Second,
+		CheckRedirect: func(*http.Request, []*http.Request) error {
+			return http.ErrUseLastResponse
+		},
+	}
+}
+
+// workDir returns dir, or a new temporary directory when dir is empty,
+// and a cleanup that removes a temporary one unless keep.
+func workDir(dir, prefix string, keep bool) (string, func(), error) {
+	if dir != "" {
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			return "", nil, err
+		}
+		return dir, func() {}, nil
+	}
+	d, err := os.MkdirTemp("", prefix)
+	if err != nil {
+		return "", nil, err
+	}
+	return d, func() {
+		if !keep {
+			os.RemoveAll(d)
+		}
+	}, nil
+}
+
+// nodeBinary returns bin, or builds cmd/node into dir.
+func nodeBinary(ctx context.Context, bin, dir string) (string, error) {
+	if bin != "" {
+		if _, err := os.Stat(bin); err != nil {
+			return "", fmt.Errorf("node-bin: %w", err)
+		}
+		return filepath.Abs(bin)
+	}
+	return buildNode(ctx, dir)
+}

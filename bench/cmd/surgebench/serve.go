@@ -1,0 +1,72 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"runtime/pprof"
+	"time"
+
+	"github.com/surgefund/surge/node"
+)
+
+// runServe starts one node in this process, prints its URL on stdout and
+// serves for --duration while taking a CPU profile: the way to profile the
+// page path under an external load generator (pin it with taskset, as
+// pages.sh pins the node binary).
+func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	smoke := fs.Bool("smoke", false, "smoke mode: serve for one second")
+	cpuprofile := fs.String("cpuprofile", "", "write a CPU profile of the whole serving time to this file")
+	duration := fs.Duration("duration", 30*time.Second, "how long to serve")
+	dirFlag := fs.String("dir", "", "work directory (default: a temporary one, removed afterwards)")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if *smoke || envSmoke() {
+		*duration = time.Second
+	}
+	dir, cleanup, err := workDir(*dirFlag, "surgebench-serve-", false)
+	if err != nil {
+		return err
+	}
+	defer cleanup()
+	ports, err := freePorts(3)
+	if err != nil {
+		return err
+	}
+	cfg := node.DefaultConfig()
+	cfg.DataDir = dir + "/n1"
+	cfg.Name = "serve"
+	cfg.HTTPAddr = fmt.Sprintf("127.0.0.1:%d", ports[0])
+	cfg.GossipAddr = fmt.Sprintf("127.0.0.1:%d", ports[1])
+	cfg.RaftAddr = fmt.Sprintf("127.0.0.1:%d", ports[2])
+	cfg.Advertise = "127.0.0.1"
+	cfg.RateLimit = 0
+	cfg.DevSecret = devSecret
+	c, err := startInproc(ctx, dir, []node.Config{cfg})
+	if err != nil {
+		return err
+	}
+	defer c.close()
+	fmt.Fprintln(stdout, c.bases()[0])
+	if *cpuprofile != "" {
+		f, err := os.Create(*cpuprofile)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return err
+		}
+		defer pprof.StopCPUProfile()
+	}
+	select {
+	case <-ctx.Done():
+	case <-time.After(*duration):
+	}
+	return nil
+}

@@ -1,0 +1,197 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"strings"
+	"time"
+)
+
+// testCluster is what the HTTP harnesses drive: node base URLs and, for
+// processes, their PIDs (for CPU and memory).
+type testCluster struct {
+	bases []string
+	pids  func() []int
+	close func()
+	procs *procCluster // nil in-process
+}
+
+// startTestCluster starts 3 nodes: processes of the node binary, or (for
+// CPU profiles of the whole path) nodes in this process.
+func startTestCluster(ctx context.Context, dir, bin string, inprocess bool, log *progress) (*testCluster, error) {
+	if inprocess {
+		cfgs, err := inprocConfigs(dir, 3)
+		if err != nil {
+			return nil, err
+		}
+		log.printf("starting 3 in-process nodes in %s", dir)
+		c, err := startInproc(ctx, dir, cfgs)
+		if err != nil {
+			return nil, err
+		}
+		return &testCluster{bases: c.bases(), pids: func() []int { return nil }, close: func() { c.close() }}, nil
+	}
+	bin, err := nodeBinary(ctx, bin, dir)
+	if err != nil {
+		return nil, err
+	}
+	pc, err := newProcCluster(dir, bin, 3, log)
+	if err != nil {
+		return nil, err
+	}
+	log.printf("starting 3 node processes in %s", dir)
+	if err := pc.start(ctx); err != nil {
+		pc.close()
+		return nil, err
+	}
+	pids := func() []int {
+		var out []int
+		for _, p := range pc.procs {
+			if id := p.pid(); id != 0 {
+				out = append(out, id)
+			}
+		}
+		return out
+	}
+	return &testCluster{bases: pc.bases(), pids: pids, close: pc.close, procs: pc}, nil
+}
+
+func sumCPU(pids []int) time.Duration {
+	var t time.Duration
+	for _, p := range pids {
+		c, _ := procCPU(p)
+		t += c
+	}
+	return t
+}
+
+// runWrites: design brief item 2b. Donations created with POST
+// /api/v1/donations on one node and confirmed with a signed POST
+// /payments/dev/notify on the next one, by N clients spread over the
+// three nodes. One operation = one confirmed donation.
+func runWrites(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("writes", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var f curveFlags
+	f.register(fs, "8,32,64,128,256")
+	bin := fs.String("node-bin", "", "node binary (default: build cmd/node)")
+	inprocess := fs.Bool("inprocess", false, "run the 3 nodes inside this process (so --cpuprofile covers them)")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	levels, err := f.apply()
+	if err != nil {
+		return err
+	}
+	log := &progress{w: stderr}
+	dir, cleanup, err := workDir(f.dir, "surgebench-writes-", f.keep)
+	if err != nil {
+		return err
+	}
+	defer cleanup()
+	tc, err := startTestCluster(ctx, dir, *bin, *inprocess, log)
+	if err != nil {
+		return err
+	}
+	defer tc.close()
+
+	maxc := 0
+	for _, n := range levels {
+		maxc = max(maxc, n)
+	}
+	client := httpClient(maxc)
+	var sub subRecorder
+	op := func(ctx context.Context, w, _ int) error {
+		n := len(tc.bases)
+		t0 := time.Now()
+		d, err := createDonation(ctx, client, tc.bases[w%n], 2500)
+		if err != nil {
+			return err
+		}
+		t1 := time.Now()
+		sub.record(w, "create", t1.Sub(t0))
+		if err := confirmDonation(ctx, client, tc.bases[(w+1)%n], d); err != nil {
+			return err
+		}
+		sub.record(w, "confirm", time.Since(t1))
+		return nil
+	}
+
+	// Every acknowledged confirmation must be in the total: compare the
+	// donation count before and after each run on a synced node. Operations
+	// cut off at the end of a run may have committed without an ack, so the
+	// total may grow by more, never by less.
+	last, err := syncedTotal(ctx, client, tc.bases[0])
+	if err != nil {
+		return err
+	}
+	pids := tc.pids()
+	cpu0 := sumCPU(pids)
+	check := func(r *runResult) error {
+		r.Sub = sub.drain()
+		if len(pids) > 0 {
+			r.Procs = sumCPU(pids) - cpu0
+		}
+		after, err := syncedTotal(ctx, client, tc.bases[len(tc.bases)-1])
+		if err != nil {
+			return err
+		}
+		got := after.Donations - last.Donations
+		last = after
+		if got < int64(len(r.Lat)) {
+			return fmt.Errorf("clients %d: %d confirmations acknowledged but the total grew by only %d", r.Clients, len(r.Lat), got)
+		}
+		r.Note = fmt.Sprintf("total +%d for %d acks", got, len(r.Lat))
+		cpu0 = sumCPU(pids)
+		return nil
+	}
+	rows, err := runCurve(ctx, &f, levels, log, op, func() { sub.drain(); cpu0 = sumCPU(pids) }, check)
+	if err != nil {
+		return err
+	}
+	sub.drain()
+
+	mode := "3 node processes on 127.0.0.1 (GOMAXPROCS = all cores, unpinned)"
+	if *inprocess {
+		mode = "3 nodes in the harness process"
+	}
+	fmt.Fprintf(stdout, "## writes: HTTP create + signed confirm, %s\n\n", mode)
+	fmt.Fprintf(stdout, "machine: %s\n\n", machine())
+	fmt.Fprintf(stdout, "command: surgebench writes %s\n\n", strings.Join(args, " "))
+	fmt.Fprintf(stdout, "%d rounds × %s per level. One operation = POST /api/v1/donations on node i%%3, then a signed POST /payments/dev/notify on node (i+1)%%3; both answer only after their Raft entry committed. Every run checks that the public donation count grew by at least the number of acknowledged confirmations.\n\n", f.rounds, f.duration)
+	t := table{head: []string{"clients", "confirmed/s median (min–max)", "create p50 / p99 ms", "confirm p50 / p99 ms", "create+confirm p99 ms (min–max)", "errors", "node CPU µs per confirmed donation", "harness CPU µs per op"}}
+	for _, r := range rows {
+		rates := r.rates()
+		lo, hi := minMax(rates)
+		p99 := r.pct(func(s summary) time.Duration { return s.P99 })
+		plo, phi := minMax(p99)
+		p50of := func(name string) string {
+			return fmtMS(median(r.subPct(name, func(s summary) time.Duration { return s.P50 })))
+		}
+		p99of := func(name string) string {
+			return fmtMS(median(r.subPct(name, func(s summary) time.Duration { return s.P99 })))
+		}
+		t.add(itoa(r.clients),
+			fmt.Sprintf("**%s** (%s–%s)", fmtInt(median(rates)), fmtInt(lo), fmtInt(hi)),
+			p50of("create")+" / **"+p99of("create")+"**",
+			p50of("confirm")+" / **"+p99of("confirm")+"**",
+			fmt.Sprintf("%s (%s–%s)", fmtMS(median(p99)), fmtMS(plo), fmtMS(phi)),
+			itoa(r.errors()),
+			fmtInt(r.cpuPerOp(func(x runResult) time.Duration { return x.Procs })),
+			fmtInt(r.cpuPerOp(func(x runResult) time.Duration { return x.CPU })))
+	}
+	t.write(stdout)
+	for _, r := range rows {
+		if r.errors() > 0 {
+			fmt.Fprintf(stdout, "\nclients %d: first error: %v\n", r.clients, r.firstErr())
+		}
+		for _, x := range r.runs {
+			if len(x.Lat) == 0 {
+				return fmt.Errorf("clients %d: no donation confirmed: %v", r.clients, x.FirstErr)
+			}
+		}
+	}
+	return nil
+}

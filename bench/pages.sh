@@ -88,14 +88,16 @@ cmp -s <(gzip -dc "$B/www/index.html.gz") "$B/www/index.html" || { echo "pages.s
 touch -r "$B/www/index.html" "$B/www/index.html.gz"
 
 # add_header lines for the node's own headers, so both send the same header set.
+# A request ID is per request: nginx sends its own $request_id where the node
+# sends one (the node leaves it off cacheable responses).
 headers_for() {
   tr -d '\r' <"$1" | awk -F': ' 'NR>1 && NF>=2 {
     n=tolower($1)
-    if (n=="date"||n=="content-length"||n=="content-type"||n=="content-encoding"||n=="etag"||n=="vary"||n=="x-request-id"||n=="last-modified"||n=="connection") next
+    if (n=="x-request-id") { print "        add_header X-Request-Id $request_id always;"; next }
+    if (n=="date"||n=="content-length"||n=="content-type"||n=="content-encoding"||n=="etag"||n=="vary"||n=="last-modified"||n=="connection") next
     v=substr($0, length($1)+3); gsub(/"/, "\\\"", v)
     printf "        add_header %s \"%s\" always;\n", $1, v
   }'
-  echo '        add_header X-Request-Id $request_id always;'
 }
 
 free_port() {

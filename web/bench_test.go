@@ -4,6 +4,8 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"testing"
+
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // reuseWriter is a ResponseWriter that keeps its header map between
@@ -84,4 +86,18 @@ func BenchmarkRenderHome(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
+}
+
+// BenchmarkWithMetrics is the page and total path as the node runs it: the
+// HTTP metrics middleware installed with Pre.
+func BenchmarkWithMetrics(b *testing.B) {
+	s, _ := newTestServer(b)
+	m, err := NewMetrics(prometheus.NewRegistry())
+	if err != nil {
+		b.Fatal(err)
+	}
+	s.Echo().Pre(m.Middleware())
+	h := s.Handler()
+	b.Run("home/gzip", func(b *testing.B) { benchServe(b, h, "/", "gzip", false) })
+	b.Run("total", func(b *testing.B) { benchServe(b, h, "/api/v1/total", "", false) })
 }

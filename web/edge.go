@@ -25,14 +25,39 @@ const headerRequestID = "X-Request-Id" // canonical form of X-Request-ID
 // forgotten: security headers, a request ID, panic recovery and the access
 // log. It is a plain http.Handler rather than echo middleware so that it
 // costs no closure per request.
+//
+// Every header costs on each response: a map insert here, a copy when
+// net/http clones the map in WriteHeader, an entry in the sort before it is
+// written, and its bytes. So the edge sends per kind of response only the
+// headers that do something for it (DESIGN.md, "Security headers"):
+// documents and errors get the full set and a request ID; the cacheable
+// pages and assets the same minus the request ID; the cacheable JSON total
+// only what matters for a response that is not a document.
 type edge struct {
 	s       *Server
-	headers []headerValuePair
+	headers [numKinds][]headerValuePair
+	kinds   map[string]respKind // GET/HEAD path -> kind, for the cacheable paths
 	trusted []netip.Prefix
 	idPre   string
 	idSeq   atomic.Uint64
 	pool    sync.Pool
 }
+
+// respKind is what the edge knows about a response before routing.
+type respKind uint8
+
+const (
+	kindDynamic respKind = iota // anything else: forms, API writes, errors, probes, admin, gateway pages
+	kindPage                    // GET/HEAD of a pre-rendered page or a hashed asset: publicly cacheable
+	kindTotal                   // GET/HEAD /api/v1/total: publicly cacheable JSON
+	numKinds
+)
+
+// pathTotal is the route of the public total.
+const pathTotal = "/api/v1/total"
+
+// staticPrefix is where the hashed assets live.
+const staticPrefix = "/static/"
 
 // init prepares the edge in place (it holds an atomic counter and a pool,
 // which must not be copied).
@@ -45,25 +70,66 @@ func (e *edge) init(s *Server, trusted []netip.Prefix, publicOrigin string, gate
 	}
 	csp := "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; " +
 		"form-action " + strings.Join(dedupe(formAction), " ") + "; frame-ancestors 'none'; base-uri 'none'; object-src 'none'"
-	hs := [][2]string{
+	// Every response: what the browser applies to any body it receives.
+	base := [][2]string{
 		{"Content-Security-Policy", csp},
 		{"X-Content-Type-Options", "nosniff"},
-		{"Referrer-Policy", "strict-origin-when-cross-origin"},
-		{"X-Frame-Options", "DENY"},
-		{"X-Xss-Protection", "0"},
-		{"Cross-Origin-Opener-Policy", "same-origin"},
-		{"Permissions-Policy", "camera=(), microphone=(), geolocation=(), browsing-topics=()"},
 	}
 	if strings.HasPrefix(publicOrigin, "https://") {
-		hs = append(hs, [2]string{"Strict-Transport-Security", "max-age=31536000; includeSubDomains"})
+		base = append(base, [2]string{"Strict-Transport-Security", "max-age=31536000; includeSubDomains"})
 	}
+	// Documents: what governs a page's links, windows and features.
+	doc := append(base[:len(base):len(base)],
+		[2]string{"Referrer-Policy", "strict-origin-when-cross-origin"},
+		[2]string{"Cross-Origin-Opener-Policy", "same-origin"},
+		[2]string{"Permissions-Policy", "camera=(), microphone=(), geolocation=(), browsing-topics=()"},
+	)
 	e.s, e.trusted = s, trusted
-	for _, h := range hs {
-		e.headers = append(e.headers, headerValuePair{http.CanonicalHeaderKey(h[0]), []string{h[1]}})
+	e.headers[kindDynamic] = headerPairs(doc)
+	e.headers[kindPage] = e.headers[kindDynamic] // the same values; only the request ID differs
+	e.headers[kindTotal] = headerPairs(base)
+	e.kinds = map[string]respKind{pathTotal: kindTotal}
+	for _, p := range pageRoutes {
+		e.kinds[p.path] = kindPage
 	}
 	var b [6]byte
 	_, _ = rand.Read(b[:])
 	e.idPre = hex.EncodeToString(b[:]) + "-"
+}
+
+func headerPairs(hs [][2]string) []headerValuePair {
+	out := make([]headerValuePair, 0, len(hs))
+	for _, h := range hs {
+		out = append(out, headerValuePair{http.CanonicalHeaderKey(h[0]), []string{h[1]}})
+	}
+	return out
+}
+
+// kind classifies a request by method and path. Only GET and HEAD of the
+// routes that serve publicly cacheable bytes are not dynamic; a path that
+// turns out to be a 404 keeps the kind of its path (the 404 page is
+// cacheable too).
+func (e *edge) kind(r *http.Request) respKind {
+	if r.Method != http.MethodGet && r.Method != http.MethodHead {
+		return kindDynamic
+	}
+	p := r.URL.Path
+	if k, ok := e.kinds[p]; ok {
+		return k
+	}
+	if strings.HasPrefix(p, staticPrefix) {
+		return kindPage
+	}
+	return kindDynamic
+}
+
+// requestID is the incoming X-Request-ID when it is acceptable, else a new
+// one.
+func (e *edge) requestID(r *http.Request) string {
+	if id := headerValue(r.Header, headerRequestID); validRequestID(id) {
+		return id
+	}
+	return e.idPre + strconv.FormatUint(e.idSeq.Add(1), 36)
 }
 
 // headerValuePair is a canonical header key with its precomputed value.
@@ -85,16 +151,24 @@ func dedupe(ss []string) []string {
 }
 
 func (e *edge) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	start := time.Now()
 	h := w.Header()
-	for _, kv := range e.headers {
+	k := e.kind(r)
+	for _, kv := range e.headers[k] {
 		h[kv.key] = kv.value
 	}
-	id := headerValue(r.Header, headerRequestID)
-	if !validRequestID(id) {
-		id = e.idPre + strconv.FormatUint(e.idSeq.Add(1), 36)
+	// A cacheable response carries no request ID: a shared cache would hand
+	// one request's ID to everyone it serves the copy to.
+	var id string
+	if k == kindDynamic {
+		id = e.requestID(r)
+		h[headerRequestID] = []string{id}
 	}
-	h[headerRequestID] = []string{id}
+	l := e.s.log
+	logReq := l.Enabled(r.Context(), slog.LevelDebug)
+	var start time.Time
+	if logReq {
+		start = time.Now()
+	}
 
 	sw, _ := e.pool.Get().(*statusWriter)
 	if sw == nil {
@@ -106,7 +180,10 @@ func (e *edge) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			if p == http.ErrAbortHandler {
 				panic(p)
 			}
-			e.s.log.Error("panic serving request", "method", r.Method, "path", r.URL.Path, "request_id", id,
+			if id == "" {
+				id = e.requestID(r)
+			}
+			l.Error("panic serving request", "method", r.Method, "path", r.URL.Path, "request_id", id,
 				"panic", fmt.Sprint(p), "stack", string(debug.Stack()))
 			if sw.status == 0 {
 				body := `{"error":{"code":"internal_error","message":"Something went wrong on our side. Please try again."}}` + "\n"
@@ -115,11 +192,15 @@ func (e *edge) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 				h.Set("Content-Length", strconv.Itoa(len(body)))
 				h.Del("Content-Encoding")
 				h.Del("Etag")
+				h[headerRequestID] = []string{id}
 				sw.WriteHeader(http.StatusInternalServerError)
 				_, _ = sw.Write([]byte(body))
 			}
 		}
-		if l := e.s.log; l.Enabled(r.Context(), slog.LevelDebug) {
+		if logReq {
+			if id == "" {
+				id = e.requestID(r)
+			}
 			// No query strings, no bodies, no client address: nothing personal.
 			l.LogAttrs(r.Context(), slog.LevelDebug, "http request",
 				slog.String("method", r.Method), slog.String("path", r.URL.Path),

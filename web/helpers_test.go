@@ -33,6 +33,7 @@ type fakeHealth struct {
 	mu      sync.Mutex
 	ready   error
 	syncErr error
+	syncFn  func(ctx context.Context) error // when set, WaitSync is this
 }
 
 func (h *fakeHealth) Ready() error {
@@ -43,8 +44,11 @@ func (h *fakeHealth) Ready() error {
 
 func (h *fakeHealth) WaitSync(ctx context.Context) error {
 	h.mu.Lock()
-	err := h.syncErr
+	err, fn := h.syncErr, h.syncFn
 	h.mu.Unlock()
+	if fn != nil {
+		return fn(ctx)
+	}
 	if err != nil {
 		<-ctx.Done() // like a node that never catches up
 		return err

@@ -3,6 +3,7 @@ package web
 import (
 	"net/http"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/labstack/echo/v4"
@@ -18,11 +19,49 @@ type Metrics struct {
 	rejected    *prometheus.CounterVec
 	rateLimited prometheus.Counter
 	inFlight    prometheus.Gauge
+
+	// series caches the children of requests and duration per label set,
+	// so that a request costs one sync.Map read instead of two
+	// WithLabelValues (label validation, hashing, a lock and the status
+	// formatted as a string). The label sets are bounded (see Middleware),
+	// so the cache is too.
+	series sync.Map // seriesKey -> *seriesObs
+
+	// epoch is a monotonic clock reading taken once: time.Since(epoch)
+	// reads only the monotonic clock, where time.Now reads the wall clock
+	// too, which the request timing does not need.
+	epoch time.Time
+}
+
+type seriesKey struct {
+	route, method string
+	code          int
+}
+
+type seriesObs struct {
+	requests prometheus.Counter
+	duration prometheus.Observer
+}
+
+// observers returns the cached children for one label set, creating them
+// on first use.
+func (m *Metrics) observers(route, method string, code int) *seriesObs {
+	k := seriesKey{route, method, code}
+	if v, ok := m.series.Load(k); ok {
+		return v.(*seriesObs)
+	}
+	o := &seriesObs{
+		requests: m.requests.WithLabelValues(route, method, strconv.Itoa(code)),
+		duration: m.duration.WithLabelValues(route),
+	}
+	v, _ := m.series.LoadOrStore(k, o)
+	return v.(*seriesObs)
 }
 
 // NewMetrics creates the HTTP metrics and registers them on reg.
 func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 	m := &Metrics{
+		epoch: time.Now(),
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "surge_http_requests_total",
 			Help: "HTTP requests answered, by route template, method and status code.",
@@ -64,7 +103,7 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 func (m *Metrics) Middleware() echo.MiddlewareFunc {
 	return func(next echo.HandlerFunc) echo.HandlerFunc {
 		return func(c echo.Context) error {
-			start := time.Now()
+			start := time.Since(m.epoch)
 			m.inFlight.Inc()
 			defer m.inFlight.Dec()
 			err := next(c)
@@ -76,8 +115,9 @@ func (m *Metrics) Middleware() echo.MiddlewareFunc {
 				route = "unmatched"
 			}
 			status := c.Response().Status
-			m.requests.WithLabelValues(route, methodLabel(c.Request().Method), strconv.Itoa(status)).Inc()
-			m.duration.WithLabelValues(route).Observe(time.Since(start).Seconds())
+			o := m.observers(route, methodLabel(c.Request().Method), status)
+			o.requests.Inc()
+			o.duration.Observe((time.Since(m.epoch) - start).Seconds())
 			if status >= 400 && status < 500 {
 				m.rejected.WithLabelValues(rejectReason(c, err, status)).Inc()
 				if status == http.StatusTooManyRequests {

@@ -14,7 +14,8 @@ import (
 )
 
 // returnPoll is how often the return handler looks at the local ledger
-// while it waits for the signed notification.
+// while it waits for the signed notification (Server.returnPoll; tests
+// change it). An entry already committed is seen sooner: see waitDonation.
 const returnPoll = 50 * time.Millisecond
 
 func (s *Server) provider(c echo.Context) (payment.Provider, error) {
@@ -177,27 +178,56 @@ func (s *Server) lookup(ctx context.Context, p payment.Provider, d donation.Dona
 	return d
 }
 
-// waitDonation polls the local ledger until the donation exists and done
+// waitDonation reads the local ledger until the donation exists and done
 // says yes, or ctx's deadline passes; it then returns the last state seen.
 // It fails only when the ledger fails or the client went away.
+//
+// When the first read does not satisfy done, this node may simply be
+// behind the leader (a follower that has not applied the entry yet). So it
+// asks the cluster once to bring this node up to the leader's commit index
+// (Health.WaitSync) and reads again the moment that returns: the entry the
+// donor's browser is ahead of is then applied, and the answer does not
+// wait for a poll tick. Polling every returnPoll runs alongside, for what
+// commits later (a notification that has not arrived yet) and for when
+// the sync cannot finish (no leader).
 func (s *Server) waitDonation(ctx context.Context, id string, done func(donation.Donation) bool) (donation.Donation, bool, error) {
-	t := time.NewTicker(returnPoll)
+	d, ok, err := s.ledger.Donation(id)
+	if err != nil {
+		return d, false, fmt.Errorf("read donation: %w", err)
+	}
+	if ok && done(d) {
+		return d, true, nil
+	}
+	sctx, cancel := context.WithCancel(ctx)
+	synced := make(chan error, 1)
+	go func() { synced <- s.health.WaitSync(sctx) }()
+	defer func() {
+		cancel()
+		if synced != nil {
+			<-synced // the sync goroutine ends with sctx
+		}
+	}()
+	t := time.NewTicker(s.returnPoll)
 	defer t.Stop()
 	for {
-		d, ok, err := s.ledger.Donation(id)
-		if err != nil {
-			return d, false, fmt.Errorf("read donation: %w", err)
-		}
-		if ok && done(d) {
-			return d, true, nil
-		}
 		select {
 		case <-ctx.Done():
 			if errors.Is(ctx.Err(), context.Canceled) {
 				return d, ok, ctx.Err()
 			}
 			return d, ok, nil
+		case err := <-synced:
+			synced = nil // received: never selected again, nothing to wait for
+			if err != nil && ctx.Err() == nil {
+				s.log.Debug("return: sync with the leader failed; polling the ledger", "donation_id", id, "err", err)
+			}
 		case <-t.C:
+		}
+		if d, ok, err = s.ledger.Donation(id); err != nil {
+			return d, false, fmt.Errorf("read donation: %w", err)
+		}
+		if ok && done(d) {
+			return d, true, nil
 		}
 	}
 }

@@ -223,9 +223,10 @@ type Server struct {
 	home  atomic.Pointer[homePage]
 	total atomic.Pointer[totalBody]
 
-	limiter *limiter
-	cop     *http.CrossOriginProtection
-	edge    edge
+	limiter    *limiter
+	cop        *http.CrossOriginProtection
+	edge       edge
+	returnPoll time.Duration // how often a waiting return re-reads the ledger
 
 	mu       sync.Mutex
 	srv      *http.Server
@@ -261,15 +262,16 @@ func NewServer(cfg Config, l Ledger, p Proposer, h Health) (*Server, error) {
 		return nil, fmt.Errorf("new web server: %w", err)
 	}
 	s := &Server{
-		cfg:       cfg,
-		log:       logger,
-		campaign:  campaign,
-		ledger:    l,
-		proposer:  p,
-		health:    h,
-		providers: map[string]payment.Provider{},
-		publicURL: strings.TrimSuffix(cfg.PublicURL, "/"),
-		pages:     map[string]*resource{},
+		cfg:        cfg,
+		log:        logger,
+		campaign:   campaign,
+		ledger:     l,
+		proposer:   p,
+		health:     h,
+		providers:  map[string]payment.Provider{},
+		publicURL:  strings.TrimSuffix(cfg.PublicURL, "/"),
+		pages:      map[string]*resource{},
+		returnPoll: returnPoll,
 	}
 	for _, pr := range cfg.Providers {
 		s.providers[pr.Name()] = pr
@@ -348,10 +350,10 @@ func (s *Server) newEcho(trusted []netip.Prefix) *echo.Echo {
 			return nil
 		})
 	}
-	e.Match(getHead, "/static/*", s.handleStatic)
+	e.Match(getHead, staticPrefix+"*", s.handleStatic)
 	e.POST("/donate", s.handleForm)
 
-	e.Match(getHead, "/api/v1/total", s.handleTotal)
+	e.Match(getHead, pathTotal, s.handleTotal)
 	e.POST("/api/v1/donations", s.handleCreate)
 	e.Match(getHead, "/api/v1/donations/:id", s.handleDonation)
 

@@ -111,7 +111,7 @@ func Encode(c Command) ([]byte, error) {
 	if err := c.Validate(); err != nil {
 		return nil, err
 	}
-	return json.Marshal(c)
+	return appendCommandJSON(make([]byte, 0, 384), &c), nil
 }
 
 // Decode unmarshals and validates an envelope. It rejects unknown fields,
@@ -123,6 +123,27 @@ func Decode(b []byte) (Command, error) {
 	if !utf8.Valid(b) {
 		return Command{}, fmt.Errorf("%w: not valid UTF-8", ErrInvalidCommand)
 	}
+	// Our proposer writes the canonical shape, which decodes without
+	// reflection; anything else takes the strict encoding/json path. Both
+	// give the same Command for the same bytes (see jsoncodec.go).
+	c, ok := fastCommand(b)
+	if !ok {
+		var err error
+		if c, err = decodeStrict(b); err != nil {
+			return Command{}, err
+		}
+	}
+	if c.V < 1 || c.V > EnvelopeVersion {
+		return Command{}, fmt.Errorf("%w: %d", ErrUnknownVersion, c.V)
+	}
+	if err := c.Validate(); err != nil {
+		return Command{}, err
+	}
+	return c, nil
+}
+
+// decodeStrict is encoding/json with unknown fields and trailing data refused.
+func decodeStrict(b []byte) (Command, error) {
 	var c Command
 	dec := json.NewDecoder(bytes.NewReader(b))
 	dec.DisallowUnknownFields()
@@ -133,12 +154,6 @@ func Decode(b []byte) (Command, error) {
 	// next token instead: only io.EOF means nothing follows.
 	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
 		return Command{}, fmt.Errorf("%w: trailing data", ErrInvalidCommand)
-	}
-	if c.V < 1 || c.V > EnvelopeVersion {
-		return Command{}, fmt.Errorf("%w: %d", ErrUnknownVersion, c.V)
-	}
-	if err := c.Validate(); err != nil {
-		return Command{}, err
 	}
 	return c, nil
 }

@@ -30,10 +30,14 @@ type Result struct {
 }
 
 // Encode and DecodeResult carry a Result across a forwarding hop.
-func (r Result) Encode() ([]byte, error) { return json.Marshal(r) }
+// The bytes are those of json.Marshal(r), written without reflection.
+func (r Result) Encode() ([]byte, error) { return appendResultJSON(make([]byte, 0, 512), &r), nil }
 
 // DecodeResult is the inverse of Result.Encode.
 func DecodeResult(b []byte) (Result, error) {
+	if r, ok := fastResult(b); ok {
+		return r, nil
+	}
 	var r Result
 	if err := json.Unmarshal(b, &r); err != nil {
 		return Result{}, fmt.Errorf("decode result: %w", err)

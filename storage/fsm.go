@@ -3,7 +3,6 @@ package storage
 import (
 	"context"
 	"encoding/binary"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -26,15 +25,13 @@ var (
 
 // Key layout of the FSM DB. See DESIGN.md.
 const (
-	donationPrefix = "d/" // d/<donation id> -> 0x01 + JSON donation.Donation
+	donationPrefix = "d/" // d/<donation id> -> encoded donation.Donation (record.go)
 	uniquePrefix   = "k/" // k/<unique key>  -> donation id
 	totalsPrefix   = "t/" // t/<currency>    -> raised int64 BE, donations int64 BE
 	metaPrefix     = "m/"
 	appliedKey     = "m/applied" // uint64 BE: last Raft index whose effects are stored
 	countKey       = "m/count"   // uint64 BE: number of d/ records
 )
-
-const donationEncodingV1 = 1
 
 // FSM is the persistent Raft state machine: donations, unique keys and
 // per-currency totals in a Badger DB, with the applied index written in the
@@ -51,7 +48,8 @@ type FSM struct {
 	// Snapshot's capture, Restore and Close. The current generation only
 	// changes while it is held.
 	applyMu sync.Mutex
-	failed  error // sticky: a storage error stops all later applies
+	failed  error           // sticky: a storage error stops all later applies
+	recent  recentDonations // decoded donations of recent commits (recent.go)
 
 	// mu guards cur, closed and the reference counts of generations.
 	mu       sync.Mutex
@@ -300,7 +298,8 @@ func (f *FSM) applyChunk(logs []*raft.Log, resp []any) error {
 	g := f.cur
 	txn := g.db.NewTransaction(true)
 	defer txn.Discard()
-	st := txnState{txn: txn}
+	st := &txnState{txn: txn, recent: f.recent.forGeneration(g),
+		puts: make(map[string]donation.Donation, len(logs))}
 
 	applied := f.applied.Load()
 	top := applied
@@ -326,7 +325,7 @@ func (f *FSM) applyChunk(logs []*raft.Log, resp []any) error {
 		if err != nil {
 			return fmt.Errorf("decide log %d: %w", l.Index, err)
 		}
-		if err := writeEffects(txn, eff); err != nil {
+		if err := st.write(eff); err != nil {
 			return fmt.Errorf("write log %d: %w", l.Index, err)
 		}
 		if cmd.Kind == donation.KindCreate && res.Code == donation.CodeOK {
@@ -371,6 +370,9 @@ func (f *FSM) applyChunk(logs []*raft.Log, resp []any) error {
 	if err := txn.Commit(); err != nil {
 		return fmt.Errorf("commit logs %d-%d: %w", applied+1, top, err)
 	}
+	for _, d := range st.puts {
+		f.recent.put(d)
+	}
 	f.applied.Store(top)
 	f.count.Store(count)
 	if dirty != nil {
@@ -386,7 +388,7 @@ func writeEffects(txn *badger.Txn, eff donation.Effects) error {
 		if err != nil {
 			return err
 		}
-		if err := txn.Set([]byte(donationPrefix+eff.Put.ID), v); err != nil {
+		if err := txn.Set(prefixed(donationPrefix, eff.Put.ID), v); err != nil {
 			return err
 		}
 	}
@@ -401,18 +403,45 @@ func writeEffects(txn *badger.Txn, eff donation.Effects) error {
 		return fmt.Errorf("%w: effects record keys without a donation id", ErrCorrupt)
 	}
 	for _, k := range eff.Keys {
-		if err := txn.Set([]byte(uniquePrefix+k), []byte(id)); err != nil {
+		if err := txn.Set(prefixed(uniquePrefix, k), []byte(id)); err != nil {
 			return err
 		}
 	}
 	return nil
 }
 
-// txnState is donation.State over a Badger transaction.
-type txnState struct{ txn *badger.Txn }
+// txnState is donation.State over a Badger transaction. In the apply
+// path it also answers from the donations this transaction wrote (puts)
+// and from those of recent commits (recent), which are exactly what the
+// transaction would read, without the read and the decode.
+type txnState struct {
+	txn    *badger.Txn
+	recent *recentDonations             // nil outside the apply path
+	puts   map[string]donation.Donation // written by this transaction; nil outside the apply path
+}
 
-func (s txnState) Donation(id string) (donation.Donation, bool, error) {
-	item, err := s.txn.Get([]byte(donationPrefix + id))
+// write stores eff in the transaction and remembers its donation.
+func (s *txnState) write(eff donation.Effects) error {
+	if err := writeEffects(s.txn, eff); err != nil {
+		return err
+	}
+	if eff.Put != nil && s.puts != nil {
+		s.puts[eff.Put.ID] = *eff.Put
+	}
+	return nil
+}
+
+func (s *txnState) Donation(id string) (donation.Donation, bool, error) {
+	if d, ok := s.puts[id]; ok {
+		d.Events = slices.Clip(d.Events)
+		return d, true, nil
+	}
+	if s.recent != nil {
+		if d, ok := s.recent.get(id); ok {
+			return d, true, nil
+		}
+	}
+	item, err := s.txn.Get(prefixed(donationPrefix, id))
 	if errors.Is(err, badger.ErrKeyNotFound) {
 		return donation.Donation{}, false, nil
 	}
@@ -430,19 +459,24 @@ func (s txnState) Donation(id string) (donation.Donation, bool, error) {
 	return d, true, nil
 }
 
-func (s txnState) Key(key string) (string, bool, error) {
-	item, err := s.txn.Get([]byte(uniquePrefix + key))
+func (s *txnState) Key(key string) (string, bool, error) {
+	item, err := s.txn.Get(prefixed(uniquePrefix, key))
 	if errors.Is(err, badger.ErrKeyNotFound) {
 		return "", false, nil
 	}
 	if err != nil {
 		return "", false, fmt.Errorf("read key %q: %w", key, err)
 	}
-	v, err := item.ValueCopy(nil)
-	if err != nil {
+	var id string
+	if err := item.Value(func(v []byte) error { id = string(v); return nil }); err != nil {
 		return "", false, fmt.Errorf("read key %q: %w", key, err)
 	}
-	return string(v), true, nil
+	return id, true, nil
+}
+
+// prefixed builds a key in one allocation.
+func prefixed(prefix, s string) []byte {
+	return append(append(make([]byte, 0, len(prefix)+len(s)), prefix...), s...)
 }
 
 // AppliedIndex is the last Raft index whose effects are stored.
@@ -481,7 +515,7 @@ func (f *FSM) Donation(id string) (donation.Donation, bool, error) {
 		ok bool
 	)
 	err = g.db.View(func(txn *badger.Txn) error {
-		d, ok, err = txnState{txn: txn}.Donation(id)
+		d, ok, err = (&txnState{txn: txn}).Donation(id)
 		return err
 	})
 	return d, ok, err
@@ -638,25 +672,6 @@ func getUint64(txn *badger.Txn, key string) (uint64, error) {
 		return nil
 	})
 	return n, err
-}
-
-func encodeDonation(d donation.Donation) ([]byte, error) {
-	b, err := json.Marshal(d)
-	if err != nil {
-		return nil, fmt.Errorf("encode donation %q: %w", d.ID, err)
-	}
-	return append([]byte{donationEncodingV1}, b...), nil
-}
-
-func decodeDonation(v []byte) (donation.Donation, error) {
-	if len(v) == 0 || v[0] != donationEncodingV1 {
-		return donation.Donation{}, fmt.Errorf("decode donation: %w: unknown encoding", ErrCorrupt)
-	}
-	var d donation.Donation
-	if err := json.Unmarshal(v[1:], &d); err != nil {
-		return donation.Donation{}, fmt.Errorf("decode donation: %w: %v", ErrCorrupt, err)
-	}
-	return d, nil
 }
 
 func encodeTotals(t donation.Totals) []byte {

@@ -18,6 +18,8 @@ import (
 // the internal RPC to the leader. When no leader is known, or the leader
 // changes, or the forwarding connection fails, Apply waits and retries for
 // up to Config.HoldTimeout (bounded by ctx) before returning ErrNoLeader.
+// When a leader was there but did not answer in time (a slow commit, not a
+// missing leader) it returns ErrTimeout, which wraps context.DeadlineExceeded.
 //
 // Contract: commands must be idempotent. A retry after ErrLeadershipLost, a
 // lost forwarding connection or a leader change may submit the same bytes a
@@ -59,9 +61,14 @@ func (c *Cluster) apply(ctx context.Context, cmd []byte, forwarded *bool) ([]byt
 	if err := c.running(); err != nil {
 		return nil, err
 	}
-	deadline := time.Now().Add(c.cfg.HoldTimeout)
-	if dl, ok := ctx.Deadline(); ok && dl.Before(deadline) {
-		deadline = dl
+	// deadline is the earlier of the hold and the caller's deadline. When
+	// it is the caller's, running out of it is reported as ctx.Err() (after
+	// ctx is done), never as ErrNoLeader or ErrTimeout: a caller that gave
+	// itself 2 s learns that its 2 s ran out, not that the cluster failed.
+	hold := time.Now().Add(c.cfg.HoldTimeout)
+	deadline, callerBound := hold, false
+	if dl, ok := ctx.Deadline(); ok && dl.Before(hold) {
+		deadline, callerBound = dl, true
 	}
 	var lastErr error
 	backoff := 5 * time.Millisecond
@@ -77,6 +84,15 @@ func (c *Cluster) apply(ctx context.Context, cmd []byte, forwarded *bool) ([]byt
 		}
 		remaining := time.Until(deadline)
 		if remaining <= 0 {
+			if callerBound {
+				// Past ctx's deadline: its timer fires at once.
+				<-ctx.Done()
+				return nil, fmt.Errorf("apply: %w (last: %v)", ctx.Err(), lastErr)
+			}
+			if errors.Is(lastErr, raft.ErrEnqueueTimeout) {
+				// This node led the whole time; raft's queue was full.
+				return nil, fmt.Errorf("apply: hold of %s expired: %w (last: %v)", c.cfg.HoldTimeout, ErrTimeout, lastErr)
+			}
 			if lastErr != nil {
 				return nil, fmt.Errorf("apply: hold of %s expired: %w (last: %v)", c.cfg.HoldTimeout, ErrNoLeader, lastErr)
 			}
@@ -89,10 +105,10 @@ func (c *Cluster) apply(ctx context.Context, cmd []byte, forwarded *bool) ([]byt
 		switch {
 		case c.raft.State() == raft.Leader:
 			*forwarded = false
-			resp, err = c.applyLocal(ctx, cmd, remaining)
+			resp, err = c.applyLocal(ctx, cmd, remaining, time.Until(hold))
 		case leaderAddr != "" && string(leaderID) != c.cfg.NodeID:
 			*forwarded = true
-			resp, err = c.forwardApply(ctx, string(leaderAddr), leaderID, cmd, deadline)
+			resp, err = c.forwardApply(ctx, string(leaderAddr), leaderID, cmd, deadline, callerBound)
 		default:
 			// No leader known: wait for one to appear.
 			c.waitChange(ctx, changed, 100*time.Millisecond, deadline, c.closing)
@@ -138,6 +154,10 @@ func (c *Cluster) waitChange(ctx context.Context, changed <-chan struct{}, d tim
 // window (possibly resubmitting a command that did commit: see Apply).
 func retryable(err error) bool {
 	switch {
+	case errors.Is(err, ErrTimeout):
+		// The hold is spent. (It wraps context.DeadlineExceeded, which
+		// passes for a net.Error below.)
+		return false
 	case errors.Is(err, ErrNotLeader),
 		errors.Is(err, errLeadershipLost),
 		errors.Is(err, ErrNoLeader),
@@ -163,12 +183,18 @@ func retryable(err error) bool {
 }
 
 // applyLocal runs raft.Apply on this node (the leader) and checks both the
-// future's error and the FSM's response.
-func (c *Cluster) applyLocal(ctx context.Context, cmd []byte, timeout time.Duration) ([]byte, error) {
-	f := c.raft.Apply(cmd, timeout)
+// future's error and the FSM's response. raft waits at most enqueue to take
+// the entry; the commit is awaited until ctx is done or for at most hold
+// (the rest of the hold window), then ErrTimeout.
+func (c *Cluster) applyLocal(ctx context.Context, cmd []byte, enqueue, hold time.Duration) ([]byte, error) {
+	f := c.raft.Apply(cmd, enqueue)
 	done := make(chan error, 1)
 	go func() { done <- f.Error() }()
+	t := time.NewTimer(hold)
+	defer t.Stop()
 	select {
+	case <-t.C:
+		return nil, fmt.Errorf("apply: not committed within %s: %w", hold.Round(time.Millisecond), ErrTimeout)
 	case err := <-done:
 		if err != nil {
 			switch {
@@ -207,8 +233,15 @@ var errLeaderChanged = errors.New("leader changed while forwarding")
 // forwardApply sends cmd to the leader. The call is cancelled as soon as
 // this node learns of a different leader, so a dead leader's address never
 // holds a write until a dial timeout.
-func (c *Cluster) forwardApply(ctx context.Context, addr string, id raft.ServerID, cmd []byte, deadline time.Time) ([]byte, error) {
-	fctx, cancel := context.WithDeadlineCause(ctx, deadline, ErrNoLeader)
+//
+// deadline bounds the call; callerBound says it is ctx's own deadline
+// (then ctx alone bounds the call and its error is returned), otherwise it
+// is the end of the hold and running out of it is ErrTimeout.
+func (c *Cluster) forwardApply(ctx context.Context, addr string, id raft.ServerID, cmd []byte, deadline time.Time, callerBound bool) ([]byte, error) {
+	fctx, cancel := ctx, context.CancelFunc(func() {})
+	if !callerBound {
+		fctx, cancel = context.WithDeadlineCause(ctx, deadline, ErrTimeout)
+	}
 	defer cancel()
 	cctx, ccancel := context.WithCancelCause(fctx)
 	defer ccancel(nil)
@@ -235,7 +268,10 @@ func (c *Cluster) forwardApply(ctx context.Context, addr string, id raft.ServerI
 			return nil, fmt.Errorf("forward apply to %s: %w", addr, errLeaderChanged)
 		}
 		if errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil {
-			return nil, fmt.Errorf("forward apply to %s: %w", addr, ErrNoLeader)
+			// Our own hold ran out while the leader we reached was still
+			// committing: a slow commit, not an election. Not retryable (the
+			// hold is spent); the outcome is unknown.
+			return nil, fmt.Errorf("forward apply to %s: %w", addr, ErrTimeout)
 		}
 		return nil, fmt.Errorf("forward apply to %s: %w", addr, err)
 	}
@@ -263,7 +299,7 @@ func (c *Cluster) serveApply(ctx context.Context, payload []byte) ([]byte, error
 	}
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	return c.applyLocal(ctx, cmd, timeout)
+	return c.applyLocal(ctx, cmd, timeout, timeout)
 }
 
 // running returns nil when the cluster accepts work.

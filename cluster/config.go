@@ -50,7 +50,8 @@ type Config struct {
 	// RPC authentication. Empty = unauthenticated (logged loudly at Start).
 	GossipKey []byte
 	// HoldTimeout bounds how long a write waits through an election or for a
-	// reachable leader before ErrNoLeader.
+	// reachable leader before ErrNoLeader (or ErrTimeout when a leader was
+	// reached but did not answer in time).
 	HoldTimeout time.Duration
 	// ReconcileInterval is the period of the leader's full reconcile pass.
 	ReconcileInterval time.Duration
@@ -116,9 +117,9 @@ func DefaultConfig() Config {
 		ElectionTimeout:    300 * time.Millisecond,
 		LeaderLeaseTimeout: 250 * time.Millisecond,
 		CommitTimeout:      20 * time.Millisecond,
-		SnapshotInterval:   30 * time.Second,
-		SnapshotThreshold:  16384,
-		TrailingLogs:       65536,
+		SnapshotInterval:   time.Minute,
+		SnapshotThreshold:  65536,
+		TrailingLogs:       131072,
 		MaxAppendEntries:   128,
 
 		ProbeInterval:       lan.ProbeInterval,

@@ -1,6 +1,10 @@
 package cluster
 
-import "errors"
+import (
+	"context"
+	"errors"
+	"fmt"
+)
 
 // Sentinel errors callers branch on.
 var (
@@ -8,6 +12,13 @@ var (
 	// window. The write was not applied or its outcome is unknown; commands
 	// are idempotent, so the caller may resubmit it later.
 	ErrNoLeader = errors.New("cluster: no leader")
+	// ErrTimeout means a leader was known and reachable but the write was
+	// not answered before the hold (or the caller's deadline) ran out: the
+	// commit was slow, not missing. The outcome is unknown; commands are
+	// idempotent, so the caller may resubmit. It wraps
+	// context.DeadlineExceeded, so callers that treat a deadline as "try
+	// again later" (503) need no change.
+	ErrTimeout = fmt.Errorf("cluster: timed out waiting for the leader to commit: %w", context.DeadlineExceeded)
 	// ErrClosed means the cluster was closed (or is closing).
 	ErrClosed = errors.New("cluster: closed")
 	// ErrNotStarted means Start has not completed.

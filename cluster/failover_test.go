@@ -437,3 +437,48 @@ func TestAdminOperations(t *testing.T) {
 		t.Fatalf("members with a role %v, want %v", ids, voters)
 	}
 }
+
+// TestSlowCommitIsATimeout: a leader that is there but does not commit in
+// time gives ErrTimeout (wrapping context.DeadlineExceeded), on the leader
+// and through a follower, not ErrNoLeader: no election happened.
+func TestSlowCommitIsATimeout(t *testing.T) {
+	if testing.Short() {
+		t.Skip("integration")
+	}
+	tc := newTestCluster(t)
+	leader := startVoters(t, tc, 3, 3, func(c *Config) { c.HoldTimeout = 700 * time.Millisecond })
+	gate := make(chan struct{})
+	for _, n := range tc.running() {
+		n.fsm.block = gate
+	}
+	defer close(gate)
+	var follower *testNode
+	for _, n := range tc.running() {
+		if n != leader {
+			follower = n
+			break
+		}
+	}
+	for _, n := range []*testNode{leader, follower} {
+		start := time.Now()
+		_, err := n.c.Apply(context.Background(), []byte("block:"+n.cfg.Name))
+		if !errors.Is(err, ErrTimeout) || errors.Is(err, ErrNoLeader) || !errors.Is(err, context.DeadlineExceeded) {
+			t.Fatalf("apply on %s: err = %v, want ErrTimeout", n.cfg.Name, err)
+		}
+		if d := time.Since(start); d > 3*time.Second {
+			t.Fatalf("apply on %s took %s with a 700ms hold", n.cfg.Name, d)
+		}
+		t.Logf("apply on %s: %v", n.cfg.Name, err)
+	}
+	// When the caller's own deadline is the shorter one, Apply reports that
+	// deadline (ctx is done when it returns), not a cluster failure.
+	for _, n := range []*testNode{leader, follower} {
+		ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+		_, err := n.c.Apply(ctx, []byte("block:ctx-"+n.cfg.Name))
+		ctxErr := ctx.Err()
+		cancel()
+		if !errors.Is(err, context.DeadlineExceeded) || errors.Is(err, ErrTimeout) || errors.Is(err, ErrNoLeader) || ctxErr == nil {
+			t.Fatalf("apply on %s with a 300ms ctx: err = %v (ctx err %v), want the ctx's DeadlineExceeded", n.cfg.Name, err, ctxErr)
+		}
+	}
+}

@@ -28,11 +28,17 @@ type testFSM struct {
 	keys     map[string]int // key -> times applied (must stay 1)
 	count    int
 	applied  uint64
+	// block, when set before the first "block:" command is proposed, holds
+	// the apply of every "block:" command until it is closed.
+	block chan struct{}
 }
 
 func newTestFSM() *testFSM { return &testFSM{keys: map[string]int{}} }
 
 func (f *testFSM) Apply(l *raft.Log) any {
+	if f.block != nil && strings.HasPrefix(string(l.Data), "block:") {
+		<-f.block
+	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if l.Index <= f.applied {

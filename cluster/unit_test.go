@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net"
 	"strings"
@@ -221,6 +222,8 @@ func TestRetryable(t *testing.T) {
 		{&rpcError{code: codeFSM}, false},
 		{ErrTooLarge, false},
 		{&rpcError{code: codeError, msg: "boom"}, false},
+		{fmt.Errorf("forward apply to x: %w", ErrTimeout), false},
+		{fmt.Errorf("apply: %w", raft.ErrEnqueueTimeout), true},
 	} {
 		if got := retryable(tt.err); got != tt.want {
 			t.Errorf("retryable(%v) = %v, want %v", tt.err, got, tt.want)

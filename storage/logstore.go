@@ -38,7 +38,10 @@ type LogStore struct {
 	closed bool
 
 	// wmu serialises writers so that the cached bounds follow commit order.
+	// dmu serialises DeleteRange calls; a head trim holds only dmu while it
+	// deletes, so appends go on (see DeleteRange).
 	wmu   sync.Mutex
+	dmu   sync.Mutex
 	first atomic.Uint64
 	last  atomic.Uint64
 }
@@ -47,7 +50,11 @@ type LogStore struct {
 // value-log GC. The caller owns it and must Close it.
 func OpenLogStore(dir string, logger *slog.Logger) (*LogStore, error) {
 	logger = orDiscard(logger).With("store", "raftlog")
-	db, err := openBadger(dir, true, logger)
+	return openLogStore(dir, logger, logDBOptions(dir, logger))
+}
+
+func openLogStore(dir string, logger *slog.Logger, opts badger.Options) (*LogStore, error) {
+	db, err := openBadger(dir, opts)
 	if err != nil {
 		return nil, fmt.Errorf("open log store: %w", err)
 	}
@@ -197,6 +204,19 @@ func (s *LogStore) widen(lo, hi uint64) {
 
 // DeleteRange deletes the entries min..max inclusive. It is a no-op when
 // min > max (raft can ask for that during compaction).
+//
+// Raft calls it in two ways. Log compaction after a snapshot trims the head
+// (min at or below the first index, max below the last) from the snapshot
+// goroutine while the main goroutine keeps appending: that path publishes
+// the new first index at once, then deletes without holding the writers'
+// lock, so StoreLogs is not held up by a trim of 100k+ entries. Anything
+// else (a follower truncating a conflicting tail, a range covering the whole
+// log) runs under the writers' lock and recomputes the bounds from the DB.
+// Either way the keys are deleted in commits of at most deleteChunk, each
+// fsynced; a crash part-way leaves a shorter head, which OpenLogStore reads
+// back. The log may have a gap (raft keeps the old trailing entries after
+// installing a snapshot past them), so keys are found by iterating, never
+// assumed.
 func (s *LogStore) DeleteRange(min, max uint64) error {
 	if min > max {
 		return nil
@@ -205,53 +225,122 @@ func (s *LogStore) DeleteRange(min, max uint64) error {
 		return err
 	}
 	defer s.leave()
-	s.wmu.Lock()
-	defer s.wmu.Unlock()
+	s.dmu.Lock()
+	defer s.dmu.Unlock()
 
-	// Collect the keys first: a transaction must not be committed while
-	// one of its iterators is open.
-	var keys [][]byte
-	err := s.db.View(func(txn *badger.Txn) error {
-		opts := badger.DefaultIteratorOptions
-		opts.PrefetchValues = false
-		opts.Prefix = logPrefix
-		it := txn.NewIterator(opts)
-		defer it.Close()
-		end := logKey(max)
-		for it.Seek(logKey(min)); it.Valid(); it.Next() {
-			k := it.Item().Key()
-			if bytes.Compare(k, end) > 0 {
-				break
-			}
-			keys = append(keys, it.Item().KeyCopy(nil))
-		}
-		return nil
-	})
-	if err != nil {
-		return fmt.Errorf("delete range %d-%d: %w", min, max, err)
-	}
-	txn := s.db.NewTransaction(true)
-	defer func() { txn.Discard() }()
-	for _, k := range keys {
-		err := txn.Delete(k)
-		if errors.Is(err, badger.ErrTxnTooBig) {
-			if err := txn.Commit(); err != nil {
-				return fmt.Errorf("delete range %d-%d: %w", min, max, err)
-			}
-			txn = s.db.NewTransaction(true)
-			err = txn.Delete(k)
-		}
+	s.wmu.Lock()
+	first, last := s.first.Load(), s.last.Load()
+	if first != 0 && min <= first && max < last {
+		s.wmu.Unlock()
+		// Head trim. Appends only go past last and dmu keeps other
+		// deletions out, so the entries from max+1 on stay where they are.
+		next, err := s.firstFrom(max + 1)
 		if err != nil {
 			return fmt.Errorf("delete range %d-%d: %w", min, max, err)
 		}
+		s.wmu.Lock()
+		s.first.Store(next)
+		s.wmu.Unlock()
+		if err := s.deleteLogs(min, max); err != nil {
+			return fmt.Errorf("delete range %d-%d: %w", min, max, err)
+		}
+		return nil
 	}
-	if err := txn.Commit(); err != nil {
+	defer s.wmu.Unlock()
+	if err := s.deleteLogs(min, max); err != nil {
 		return fmt.Errorf("delete range %d-%d: %w", min, max, err)
 	}
 	if err := s.loadBounds(); err != nil {
 		return fmt.Errorf("delete range %d-%d: %w", min, max, err)
 	}
 	return nil
+}
+
+// deleteChunk bounds the deletions per commit, so that a long trim
+// interleaves with appends instead of queueing one huge write ahead of them,
+// and bounds the keys held in memory.
+const deleteChunk = 4096
+
+// deleteLogs deletes every stored entry in min..max, deleteChunk at a time.
+func (s *LogStore) deleteLogs(min, max uint64) error {
+	end := logKey(max)
+	from := logKey(min)
+	keys := make([][]byte, 0, deleteChunk)
+	for {
+		// Collect the keys first: a transaction must not be committed
+		// while one of its iterators is open.
+		keys = keys[:0]
+		err := s.db.View(func(txn *badger.Txn) error {
+			opts := badger.DefaultIteratorOptions
+			opts.PrefetchValues = false
+			opts.Prefix = logPrefix
+			it := txn.NewIterator(opts)
+			defer it.Close()
+			for it.Seek(from); it.Valid() && len(keys) < deleteChunk; it.Next() {
+				k := it.Item().Key()
+				if bytes.Compare(k, end) > 0 {
+					break
+				}
+				keys = append(keys, it.Item().KeyCopy(nil))
+			}
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+		if len(keys) == 0 {
+			return nil
+		}
+		if err := s.deleteKeys(keys); err != nil {
+			return err
+		}
+		last := indexOf(keys[len(keys)-1])
+		if last >= max {
+			return nil
+		}
+		from = logKey(last + 1)
+	}
+}
+
+// deleteKeys deletes keys in one commit (more if Badger says the
+// transaction is full), fsynced before it returns.
+func (s *LogStore) deleteKeys(keys [][]byte) error {
+	txn := s.db.NewTransaction(true)
+	defer func() { txn.Discard() }()
+	for _, k := range keys {
+		err := txn.Delete(k)
+		if errors.Is(err, badger.ErrTxnTooBig) {
+			if err := txn.Commit(); err != nil {
+				return err
+			}
+			txn = s.db.NewTransaction(true)
+			err = txn.Delete(k)
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return txn.Commit()
+}
+
+// firstFrom returns the index of the first stored entry at or after index.
+func (s *LogStore) firstFrom(index uint64) (uint64, error) {
+	var found uint64
+	err := s.db.View(func(txn *badger.Txn) error {
+		opts := badger.DefaultIteratorOptions
+		opts.PrefetchValues = false
+		opts.Prefix = logPrefix
+		it := txn.NewIterator(opts)
+		defer it.Close()
+		if it.Seek(logKey(index)); it.Valid() {
+			found = indexOf(it.Item().Key())
+		}
+		return nil
+	})
+	if err == nil && found == 0 {
+		err = fmt.Errorf("%w: no entry at or after %d below the last index", ErrCorrupt, index)
+	}
+	return found, err
 }
 
 // loadBounds reads the first and last log index from the DB.

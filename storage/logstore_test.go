@@ -102,6 +102,9 @@ func TestLogStoreConformance(t *testing.T) {
 		{name: "conflict truncation then overwrite", steps: []step{store(seq(1, 10)...), del(6, 10), store(seq(6, 7)...)}, first: 1, last: 7, present: seq(1, 7), absent: seq(8, 10)},
 		{name: "indexes above 255 sort numerically", steps: []step{store(250, 255, 256, 257, 511, 512, 65535, 65536, 1<<32, 1<<32+1)}, first: 250, last: 1<<32 + 1, present: []uint64{255, 256, 65536, 1 << 32}},
 		{name: "indexes above 255 stored out of order", steps: []step{store(300), store(9), store(70000)}, first: 9, last: 70000, present: []uint64{9, 300, 70000}},
+		{name: "delete head across a gap", steps: []step{store(seq(1, 10)...), store(seq(100, 110)...), del(1, 50)}, first: 100, last: 110, present: seq(100, 110), absent: seq(1, 10)},
+		{name: "delete head larger than a chunk", steps: []step{store(seq(1, 3*deleteChunk)...), del(1, 2*deleteChunk+7)}, first: 2*deleteChunk + 8, last: 3 * deleteChunk, present: []uint64{2*deleteChunk + 8, 3 * deleteChunk}, absent: []uint64{1, deleteChunk, deleteChunk + 1, 2*deleteChunk + 7}, reopenAndKeep: true},
+		{name: "delete tail larger than a chunk", steps: []step{store(seq(1, 3*deleteChunk)...), del(5, 3*deleteChunk)}, first: 1, last: 4, present: seq(1, 4), absent: []uint64{5, deleteChunk, 3 * deleteChunk}},
 		{name: "reopen keeps everything", steps: []step{store(seq(1, 300)...), del(1, 10)}, first: 11, last: 300, present: seq(11, 300), absent: seq(1, 10), reopenAndKeep: true},
 	}
 	for _, tc := range tests {
@@ -327,4 +330,45 @@ func FuzzDecodeLog(f *testing.F) {
 		}
 		sameLog(t, &l, &again)
 	})
+}
+
+// TestLogStoreHeadTrimWhileAppending trims the head (as raft's compaction
+// does from its snapshot goroutine) while another goroutine keeps
+// appending, and checks both finish with the right bounds and entries.
+func TestLogStoreHeadTrimWhileAppending(t *testing.T) {
+	s := openTestLogStore(t, t.TempDir())
+	const trimmed, stored, appended = 3 * deleteChunk, 4 * deleteChunk, 2000
+	for lo := uint64(1); lo <= stored; lo += 512 {
+		if err := s.StoreLogs(logsFor(seq(lo, lo+511)...)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	done := make(chan error, 1)
+	go func() { done <- s.DeleteRange(1, trimmed) }()
+	for lo := uint64(stored + 1); lo <= stored+appended; lo += 8 {
+		if err := s.StoreLogs(logsFor(seq(lo, lo+7)...)); err != nil {
+			t.Fatal(err)
+		}
+		if first, _ := bounds(t, s); first != 1 && first != trimmed+1 {
+			t.Fatalf("first index %d while trimming", first)
+		}
+	}
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if first, last := bounds(t, s); first != trimmed+1 || last != stored+appended {
+		t.Fatalf("bounds = %d..%d, want %d..%d", first, last, trimmed+1, stored+appended)
+	}
+	for _, idx := range []uint64{trimmed + 1, stored, stored + 1, stored + appended} {
+		var got raft.Log
+		if err := s.GetLog(idx, &got); err != nil {
+			t.Fatalf("get log %d: %v", idx, err)
+		}
+	}
+	for _, idx := range []uint64{1, trimmed / 2, trimmed} {
+		var got raft.Log
+		if err := s.GetLog(idx, &got); !errors.Is(err, raft.ErrLogNotFound) {
+			t.Fatalf("get log %d: err = %v, want ErrLogNotFound", idx, err)
+		}
+	}
 }

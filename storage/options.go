@@ -40,8 +40,9 @@ const (
 	gcDiscardRatio   = 0.5
 )
 
-// badgerOptions returns the options both DBs use. Only SyncWrites differs:
-// the Raft log must fsync before it returns, the FSM relies on the log.
+// badgerOptions returns the options both DBs start from. SyncWrites differs
+// (the Raft log must fsync before it returns, the FSM relies on the log) and
+// the log DB changes a few more in logDBOptions.
 func badgerOptions(dir string, syncWrites bool, logger *slog.Logger) badger.Options {
 	return badger.DefaultOptions(dir).
 		WithSyncWrites(syncWrites).
@@ -64,12 +65,22 @@ func badgerOptions(dir string, syncWrites bool, logger *slog.Logger) badger.Opti
 		WithLogger(badgerLogger{logger})
 }
 
-// openBadger opens (creating) a Badger DB in dir.
-func openBadger(dir string, syncWrites bool, logger *slog.Logger) (*badger.DB, error) {
+// logDBOptions are the Raft log DB's options.
+func logDBOptions(dir string, logger *slog.Logger) badger.Options {
+	return badgerOptions(dir, true, logger)
+}
+
+// fsmDBOptions are the FSM DB's options.
+func fsmDBOptions(dir string, logger *slog.Logger) badger.Options {
+	return badgerOptions(dir, false, logger)
+}
+
+// openBadger opens (creating) a Badger DB in dir with opts.
+func openBadger(dir string, opts badger.Options) (*badger.DB, error) {
 	if err := os.MkdirAll(dir, 0o750); err != nil {
 		return nil, fmt.Errorf("create dir %s: %w", dir, err)
 	}
-	db, err := badger.Open(badgerOptions(dir, syncWrites, logger))
+	db, err := badger.Open(opts)
 	if err != nil {
 		return nil, fmt.Errorf("open badger %s: %w", dir, err)
 	}
@@ -77,8 +88,23 @@ func openBadger(dir string, syncWrites bool, logger *slog.Logger) (*badger.DB, e
 }
 
 // badgerLogger bridges Badger's printf logger into slog. Badger logs a lot
-// at info level on every open and compaction; only warnings and errors pass.
+// at info level on every open and compaction; only warnings and errors
+// pass, and the info lines that report write stalls ("L0 was stalled for
+// 1.2s", logged when a flush waited over a second for compaction; the
+// lifetime total at close when it is not zero), which go out as warnings:
+// a stall holds every write to that DB, Raft commits included.
 type badgerLogger struct{ l *slog.Logger }
+
+func (b badgerLogger) Infof(f string, a ...any) {
+	if !strings.Contains(f, "stalled") {
+		return
+	}
+	msg := strings.TrimSpace(fmt.Sprintf(f, a...))
+	if strings.HasSuffix(msg, " 0s") {
+		return // "Lifetime L0 stalled for: 0s" at every close
+	}
+	b.l.Warn(msg, "component", "badger")
+}
 
 func (b badgerLogger) Errorf(f string, a ...any) {
 	b.l.Error(strings.TrimSpace(fmt.Sprintf(f, a...)), "component", "badger")
@@ -88,7 +114,6 @@ func (b badgerLogger) Warningf(f string, a ...any) {
 	b.l.Warn(strings.TrimSpace(fmt.Sprintf(f, a...)), "component", "badger")
 }
 
-func (badgerLogger) Infof(string, ...any)  {}
 func (badgerLogger) Debugf(string, ...any) {}
 
 func orDiscard(l *slog.Logger) *slog.Logger {

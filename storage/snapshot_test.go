@@ -15,6 +15,7 @@ import (
 	"testing"
 
 	"github.com/hashicorp/raft"
+	"github.com/klauspost/compress/zstd"
 
 	"github.com/surgefund/surge/donation"
 )
@@ -139,11 +140,12 @@ func generations(t testing.TB, dir string) []string {
 	return out
 }
 
-// rawStream builds a snapshot stream from records with a correct trailer,
-// so that the semantic checks can be exercised past the checksum.
+// rawStream builds a version-1 (uncompressed) snapshot stream from records
+// with a correct trailer, so that the semantic checks can be exercised past
+// the checksum.
 func rawStream(records [][2]string) []byte {
 	var b []byte
-	b = binary.BigEndian.AppendUint32(append(b, snapMagic...), snapVersion)
+	b = binary.BigEndian.AppendUint32(append(b, snapMagic...), snapVersionPlain)
 	for _, r := range records {
 		b = append(b, snapRecord)
 		b = binary.AppendUvarint(b, uint64(len(r[0])))
@@ -155,10 +157,60 @@ func rawStream(records [][2]string) []byte {
 	return binary.BigEndian.AppendUint32(b, crc32.Checksum(b, castagnoli))
 }
 
+// toZstd turns a version-1 stream into the version-2 stream of the same
+// records: header with version 2, body zstd-compressed and, when the
+// version-1 checksum was right, the checksum recomputed over the new header
+// and the uncompressed body (a wrong one stays wrong).
+func toZstd(t testing.TB, plain []byte) []byte {
+	t.Helper()
+	hdr := binary.BigEndian.AppendUint32([]byte(snapMagic), snapVersionZstd)
+	body := bytes.Clone(plain[12:])
+	if n := len(plain); n >= 16 && binary.BigEndian.Uint32(plain[n-4:]) == crc32.Checksum(plain[:n-4], castagnoli) {
+		body = body[:len(body)-4]
+		sum := crc32.Update(crc32.Checksum(hdr, castagnoli), castagnoli, body)
+		body = binary.BigEndian.AppendUint32(body, sum)
+	}
+	var out bytes.Buffer
+	out.Write(hdr)
+	zw, err := zstd.NewWriter(&out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := zw.Write(body); err != nil {
+		t.Fatal(err)
+	}
+	if err := zw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return out.Bytes()
+}
+
+// toPlain turns a version-2 stream into the version-1 stream of the same
+// records.
+func toPlain(t testing.TB, v2 []byte) []byte {
+	t.Helper()
+	if !bytes.HasPrefix(v2, binary.BigEndian.AppendUint32([]byte(snapMagic), snapVersionZstd)) {
+		t.Fatalf("not a version-2 stream: %q", v2[:min(12, len(v2))])
+	}
+	zr, err := zstd.NewReader(bytes.NewReader(v2[12:]))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer zr.Close()
+	body, err := io.ReadAll(zr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := binary.BigEndian.AppendUint32([]byte(snapMagic), snapVersionPlain)
+	b = append(b, body[:len(body)-4]...)
+	return binary.BigEndian.AppendUint32(b, crc32.Checksum(b, castagnoli))
+}
+
 func TestRestoreRejectsBadStreams(t *testing.T) {
 	good := snapshotBytes(t, populated(t, 20))
-	flip := func(at int) []byte {
-		b := bytes.Clone(good)
+	goodPlain := toPlain(t, good)
+	flip := func(b []byte, at int) []byte {
+		b = bytes.Clone(b)
 		b[at] ^= 0x20
 		return b
 	}
@@ -173,18 +225,15 @@ func TestRestoreRejectsBadStreams(t *testing.T) {
 	tot := func(raised, n int64) string {
 		return string(encodeTotals(donation.Totals{RaisedMinor: raised, Donations: n}))
 	}
-	tests := map[string][]byte{
-		"empty":                  nil,
-		"wrong magic":            append([]byte("NOTSURGE"), good[8:]...),
-		"newer version":          append(append([]byte(snapMagic), 0, 0, 0, 2), good[12:]...),
-		"truncated mid record":   good[:len(good)/2],
-		"truncated trailer":      good[:len(good)-2],
-		"flipped byte in data":   flip(len(good) / 2),
-		"flipped byte in crc":    flip(len(good) - 1),
-		"flipped record count":   flip(len(good) - 6),
-		"trailing garbage":       append(bytes.Clone(good), 'x'),
-		"unknown tag":            append(bytes.Clone(good[:12]), 'Z'),
-		"oversized key":          append(append(bytes.Clone(good[:12]), snapRecord), binary.AppendUvarint(nil, 1<<20)...),
+	// Faults in the records themselves, each sent both plain (version 1)
+	// and compressed (version 2, valid zstd around the bad records).
+	semantic := map[string][]byte{
+		"unknown tag":            append(bytes.Clone(goodPlain[:12]), 'Z'),
+		"oversized key":          append(append(bytes.Clone(goodPlain[:12]), snapRecord), binary.AppendUvarint(nil, 1<<20)...),
+		"truncated mid record":   goodPlain[:len(goodPlain)/2],
+		"flipped byte in data":   flip(goodPlain, len(goodPlain)/2),
+		"flipped byte in crc":    flip(goodPlain, len(goodPlain)-1),
+		"flipped record count":   flip(goodPlain, len(goodPlain)-6),
 		"totals without money":   rawStream([][2]string{{"d/a", don("a", donation.StatusPending, 5)}, {"m/count", u64(1)}, {"t/EUR", tot(5, 1)}}),
 		"money without totals":   rawStream([][2]string{{"d/a", don("a", donation.StatusSucceeded, 5)}, {"m/count", u64(1)}}),
 		"count mismatch":         rawStream([][2]string{{"d/a", don("a", donation.StatusPending, 5)}, {"m/count", u64(2)}}),
@@ -197,12 +246,33 @@ func TestRestoreRejectsBadStreams(t *testing.T) {
 		"undecodable donation":   rawStream([][2]string{{"d/a", "\x01{"}, {"m/count", u64(1)}}),
 		"empty unique key value": rawStream([][2]string{{"k/idem/x", ""}}),
 	}
-	// The builder itself must produce acceptable streams.
-	okStream := rawStream([][2]string{{"d/a", don("a", donation.StatusSucceeded, 5)}, {"m/applied", u64(9)}, {"m/count", u64(1)}, {"t/EUR", tot(5, 1)}})
-	if err := restoreBytes(openTestFSM(t, t.TempDir()), okStream); err != nil {
-		t.Fatalf("hand-built good stream refused: %v", err)
+	tests := map[string][]byte{
+		"empty":                         nil,
+		"wrong magic":                   append([]byte("NOTSURGE"), good[8:]...),
+		"newer version":                 append(append([]byte(snapMagic), 0, 0, 0, 3), good[12:]...),
+		"version 0":                     append(append([]byte(snapMagic), 0, 0, 0, 0), goodPlain[12:]...),
+		"v1 trailing garbage":           append(bytes.Clone(goodPlain), 'x'),
+		"v1 header, zstd body":          append(bytes.Clone(goodPlain[:12]), good[12:]...),
+		"v2 header, plain body":         append(bytes.Clone(good[:12]), goodPlain[12:]...),
+		"v2 truncated compressed":       good[:len(good)-3],
+		"v2 truncated mid stream":       good[:len(good)/2],
+		"v2 flipped compressed byte":    flip(good, len(good)/2),
+		"v2 flipped byte in frame end":  flip(good, len(good)-1),
+		"v2 trailing garbage":           append(bytes.Clone(good), 'x'),
+		"v2 second zstd frame appended": append(bytes.Clone(good), toZstd(t, rawStream(nil))[12:]...),
 	}
-	for _, b := range [][]byte{okStream, good} {
+	for name, b := range semantic {
+		tests["v1 "+name] = b
+		tests["v2 "+name] = toZstd(t, b)
+	}
+	// The builders themselves must produce acceptable streams.
+	okStream := rawStream([][2]string{{"d/a", don("a", donation.StatusSucceeded, 5)}, {"m/applied", u64(9)}, {"m/count", u64(1)}, {"t/EUR", tot(5, 1)}})
+	for _, b := range [][]byte{okStream, toZstd(t, okStream)} {
+		if err := restoreBytes(openTestFSM(t, t.TempDir()), b); err != nil {
+			t.Fatalf("hand-built good stream refused: %v", err)
+		}
+	}
+	for _, b := range [][]byte{okStream, toZstd(t, okStream), good, goodPlain, toZstd(t, goodPlain)} {
 		if err := CheckSnapshot(bytes.NewReader(b)); err != nil {
 			t.Fatalf("CheckSnapshot refused a good stream: %v", err)
 		}
@@ -230,6 +300,21 @@ func TestRestoreRejectsBadStreams(t *testing.T) {
 	mustVerify(t, f)
 	// And the FSM still applies.
 	applyAll(t, f, entries(t, f.AppliedIndex()+1, createCmd("still-alive", 1, "EUR")))
+}
+
+// TestRestoreReadsVersion1 restores an uncompressed stream, the format
+// written before version 2 (old backups, snapshots of an older leader).
+func TestRestoreReadsVersion1(t *testing.T) {
+	src := populated(t, 100)
+	v1 := toPlain(t, snapshotBytes(t, src))
+	dst := openTestFSM(t, t.TempDir())
+	if err := restoreBytes(dst, v1); err != nil {
+		t.Fatal(err)
+	}
+	if want, got := fingerprintOf(t, src), fingerprintOf(t, dst); !reflect.DeepEqual(want, got) {
+		t.Fatal("state restored from version 1 differs")
+	}
+	mustVerify(t, dst)
 }
 
 func TestRestoreFromSnapshotStore(t *testing.T) {
@@ -437,10 +522,15 @@ func TestSnapshotStreamFormatIsStable(t *testing.T) {
 	if err := f.WriteSnapshot(&buf); err != nil {
 		t.Fatal(err)
 	}
-	b := buf.Bytes()
-	if !bytes.HasPrefix(b, []byte(snapMagic+"\x00\x00\x00\x01")) {
-		t.Fatalf("header %q", b[:12])
+	v2 := buf.Bytes()
+	if !bytes.HasPrefix(v2, []byte(snapMagic+"\x00\x00\x00\x02")) {
+		t.Fatalf("header %q", v2[:12])
 	}
+	// The body is one zstd frame (magic 28 b5 2f fd).
+	if !bytes.HasPrefix(v2[12:], []byte{0x28, 0xb5, 0x2f, 0xfd}) {
+		t.Fatalf("body does not start a zstd frame: % x", v2[12:16])
+	}
+	b := toPlain(t, v2)
 	tr := b[len(b)-13:]
 	if tr[0] != snapEnd {
 		t.Fatalf("trailer tag %q", tr[0])
@@ -449,10 +539,21 @@ func TestSnapshotStreamFormatIsStable(t *testing.T) {
 	if n := binary.BigEndian.Uint64(tr[1:9]); n != 4 {
 		t.Fatalf("record count %d", n)
 	}
-	if crc := binary.BigEndian.Uint32(tr[9:]); crc != crc32.Checksum(b[:len(b)-4], castagnoli) {
+	// The version-2 checksum covers its own header and the uncompressed body.
+	zr, err := zstd.NewReader(bytes.NewReader(v2[12:]))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer zr.Close()
+	body, err := io.ReadAll(zr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	logical := append(bytes.Clone(v2[:12]), body...)
+	if crc := binary.BigEndian.Uint32(body[len(body)-4:]); crc != crc32.Checksum(logical[:len(logical)-4], castagnoli) {
 		t.Fatal("checksum does not cover the stream")
 	}
-	if !bytes.Equal(b, snapshotBytes(t, f)) {
+	if !bytes.Equal(v2, snapshotBytes(t, f)) {
 		t.Fatal("WriteSnapshot and Persist differ")
 	}
 }
@@ -463,6 +564,7 @@ func FuzzCheckSnapshot(f *testing.F) {
 		refundCmd("r", "a", 10, "EUR")))
 	f.Add(snapshotBytes(f, fsm))
 	f.Add(rawStream(nil))
+	f.Add(toPlain(f, snapshotBytes(f, fsm)))
 	f.Add([]byte(snapMagic))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		if err := CheckSnapshot(bytes.NewReader(b)); err != nil && !errors.Is(err, ErrBadSnapshot) {

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"flag"
 	"fmt"
 	"io"
 	"net/http"
@@ -91,64 +90,18 @@ func journey(ctx context.Context, c *http.Client, base string, rec func(step str
 
 // runJourneys: design brief item 6.
 func runJourneys(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("journeys", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	var f curveFlags
-	f.register(fs, "16,64,256")
-	bin := fs.String("node-bin", "", "node binary (default: build cmd/node)")
-	inprocess := fs.Bool("inprocess", false, "run the 3 nodes inside this process (so --cpuprofile covers them)")
-	if err := fs.Parse(args); err != nil {
-		return err
-	}
-	levels, err := f.apply()
+	hc, err := startHTTPCurve(ctx, "journeys", "16,64,256", args, stderr)
 	if err != nil {
 		return err
 	}
-	log := &progress{w: stderr}
-	dir, cleanup, err := workDir(f.dir, "surgebench-journeys-", f.keep)
-	if err != nil {
-		return err
-	}
-	defer cleanup()
-	tc, err := startTestCluster(ctx, dir, *bin, *inprocess, log)
-	if err != nil {
-		return err
-	}
-	defer tc.close()
-	maxc := 0
-	for _, n := range levels {
-		maxc = max(maxc, n)
-	}
-	client := httpClient(maxc)
+	defer hc.close()
+	f, tc, client := &hc.f, hc.tc, hc.client
 	var sub subRecorder
 	op := func(ctx context.Context, w, _ int) error {
 		return journey(ctx, client, tc.bases[w%len(tc.bases)], func(step string, d time.Duration) { sub.record(w, step, d) })
 	}
-	last, err := syncedTotal(ctx, client, tc.bases[0])
-	if err != nil {
-		return err
-	}
-	pids := tc.pids()
-	cpu0 := sumCPU(pids)
-	check := func(r *runResult) error {
-		r.Sub = sub.drain()
-		if len(pids) > 0 {
-			r.Procs = sumCPU(pids) - cpu0
-		}
-		time.Sleep(200 * time.Millisecond) // let cut-off journeys settle
-		after, err := syncedTotal(ctx, client, tc.bases[len(tc.bases)-1])
-		if err != nil {
-			return err
-		}
-		got := after.Donations - last.Donations
-		last = after
-		if got < int64(len(r.Lat)) {
-			return fmt.Errorf("clients %d: %d journeys completed but the total grew by only %d", r.Clients, len(r.Lat), got)
-		}
-		cpu0 = sumCPU(pids)
-		return nil
-	}
-	rows, err := runCurve(ctx, &f, levels, log, op, func() { sub.drain(); cpu0 = sumCPU(pids) }, check)
+	// Cut-off journeys settle for 200 ms before the total is compared.
+	rows, err := hc.run(ctx, op, &sub, 200*time.Millisecond, "journeys completed")
 	if err != nil {
 		return err
 	}

@@ -5,6 +5,8 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net/http"
+	"slices"
 	"strings"
 	"time"
 )
@@ -72,36 +74,12 @@ func sumCPU(pids []int) time.Duration {
 // /payments/dev/notify on the next one, by N clients spread over the
 // three nodes. One operation = one confirmed donation.
 func runWrites(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("writes", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	var f curveFlags
-	f.register(fs, "8,32,64,128,256")
-	bin := fs.String("node-bin", "", "node binary (default: build cmd/node)")
-	inprocess := fs.Bool("inprocess", false, "run the 3 nodes inside this process (so --cpuprofile covers them)")
-	if err := fs.Parse(args); err != nil {
-		return err
-	}
-	levels, err := f.apply()
+	hc, err := startHTTPCurve(ctx, "writes", "8,32,64,128,256", args, stderr)
 	if err != nil {
 		return err
 	}
-	log := &progress{w: stderr}
-	dir, cleanup, err := workDir(f.dir, "surgebench-writes-", f.keep)
-	if err != nil {
-		return err
-	}
-	defer cleanup()
-	tc, err := startTestCluster(ctx, dir, *bin, *inprocess, log)
-	if err != nil {
-		return err
-	}
-	defer tc.close()
-
-	maxc := 0
-	for _, n := range levels {
-		maxc = max(maxc, n)
-	}
-	client := httpClient(maxc)
+	defer hc.close()
+	f, tc, client := &hc.f, hc.tc, hc.client
 	var sub subRecorder
 	op := func(ctx context.Context, w, _ int) error {
 		n := len(tc.bases)
@@ -119,42 +97,13 @@ func runWrites(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		return nil
 	}
 
-	// Every acknowledged confirmation must be in the total: compare the
-	// donation count before and after each run on a synced node. Operations
-	// cut off at the end of a run may have committed without an ack, so the
-	// total may grow by more, never by less.
-	last, err := syncedTotal(ctx, client, tc.bases[0])
+	rows, err := hc.run(ctx, op, &sub, 0, "confirmations acknowledged")
 	if err != nil {
 		return err
 	}
-	pids := tc.pids()
-	cpu0 := sumCPU(pids)
-	check := func(r *runResult) error {
-		r.Sub = sub.drain()
-		if len(pids) > 0 {
-			r.Procs = sumCPU(pids) - cpu0
-		}
-		after, err := syncedTotal(ctx, client, tc.bases[len(tc.bases)-1])
-		if err != nil {
-			return err
-		}
-		got := after.Donations - last.Donations
-		last = after
-		if got < int64(len(r.Lat)) {
-			return fmt.Errorf("clients %d: %d confirmations acknowledged but the total grew by only %d", r.Clients, len(r.Lat), got)
-		}
-		r.Note = fmt.Sprintf("total +%d for %d acks", got, len(r.Lat))
-		cpu0 = sumCPU(pids)
-		return nil
-	}
-	rows, err := runCurve(ctx, &f, levels, log, op, func() { sub.drain(); cpu0 = sumCPU(pids) }, check)
-	if err != nil {
-		return err
-	}
-	sub.drain()
 
 	mode := "3 node processes on 127.0.0.1 (GOMAXPROCS = all cores, unpinned)"
-	if *inprocess {
+	if hc.inprocess {
 		mode = "3 nodes in the harness process"
 	}
 	fmt.Fprintf(stdout, "## writes: HTTP create + signed confirm, %s\n\n", mode)
@@ -194,4 +143,88 @@ func runWrites(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		}
 	}
 	return nil
+}
+
+// httpCurve is what the HTTP load curves (writes, journeys) share: the
+// flags, a work dir, a 3-node cluster, and a client sized for the highest
+// level.
+type httpCurve struct {
+	f         curveFlags
+	levels    []int
+	log       *progress
+	tc        *testCluster
+	client    *http.Client
+	inprocess bool
+	cleanup   func()
+}
+
+func startHTTPCurve(ctx context.Context, name, levels string, args []string, stderr io.Writer) (*httpCurve, error) {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	hc := &httpCurve{log: &progress{w: stderr}}
+	hc.f.register(fs, levels)
+	bin := fs.String("node-bin", "", "node binary (default: build cmd/node)")
+	inprocess := fs.Bool("inprocess", false, "run the 3 nodes inside this process (so --cpuprofile covers them)")
+	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	hc.inprocess = *inprocess
+	var err error
+	if hc.levels, err = hc.f.apply(); err != nil {
+		return nil, err
+	}
+	dir, cleanup, err := workDir(hc.f.dir, "surgebench-"+name+"-", hc.f.keep)
+	if err != nil {
+		return nil, err
+	}
+	if hc.tc, err = startTestCluster(ctx, dir, *bin, *inprocess, hc.log); err != nil {
+		cleanup()
+		return nil, err
+	}
+	hc.cleanup = cleanup
+	hc.client = httpClient(slices.Max(hc.levels))
+	return hc, nil
+}
+
+func (hc *httpCurve) close() {
+	hc.tc.close()
+	hc.cleanup()
+}
+
+// run runs the curve. Every acknowledged operation must be in the total:
+// it compares the donation count on a synced node before and after each
+// run (after settle, for operations cut off at the end of the run).
+// Operations cut off may have committed without an ack, so the total may
+// grow by more, never by less; what names the acknowledged operations in
+// the error.
+func (hc *httpCurve) run(ctx context.Context, op func(ctx context.Context, worker, seq int) error, sub *subRecorder, settle time.Duration, what string) ([]*curveRow, error) {
+	tc, client := hc.tc, hc.client
+	last, err := syncedTotal(ctx, client, tc.bases[0])
+	if err != nil {
+		return nil, err
+	}
+	pids := tc.pids()
+	cpu0 := sumCPU(pids)
+	check := func(r *runResult) error {
+		r.Sub = sub.drain()
+		if len(pids) > 0 {
+			r.Procs = sumCPU(pids) - cpu0
+		}
+		time.Sleep(settle)
+		after, err := syncedTotal(ctx, client, tc.bases[len(tc.bases)-1])
+		if err != nil {
+			return err
+		}
+		got := after.Donations - last.Donations
+		last = after
+		if got < int64(len(r.Lat)) {
+			return fmt.Errorf("clients %d: %d %s but the total grew by only %d", r.Clients, len(r.Lat), what, got)
+		}
+		r.Note = fmt.Sprintf("total +%d for %d acks", got, len(r.Lat))
+		cpu0 = sumCPU(pids)
+		return nil
+	}
+	rows, err := runCurve(ctx, &hc.f, hc.levels, hc.log, op, func() { sub.drain(); cpu0 = sumCPU(pids) }, check)
+	sub.drain()
+	return rows, err
 }

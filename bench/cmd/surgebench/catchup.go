@@ -99,6 +99,9 @@ func runLoadInproc(ctx context.Context, args []string, stdout, stderr io.Writer)
 		return ctx.Err()
 	}
 	el := time.Since(start)
+	if n := resubmitted.Load(); n > 0 {
+		log.printf("%d commands answered duplicate (resubmitted by the cluster after a leader change; committed once, taken as success)", n)
+	}
 	if e := firstErr.Load(); e != nil {
 		log.printf("%d errors while loading (retried); first: %v", errs.Load(), e)
 	}

@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/surgefund/surge/donation"
@@ -141,13 +142,25 @@ func paymentCommand(id string, amount int64) donation.Command {
 	}}
 }
 
-// propose sends cmd through n and checks the ledger said ok.
+// resubmitted counts the answers "duplicate" to commands this harness made
+// fresh: the cluster resubmitted them after a leader change (Apply's
+// contract) and the first submission had committed. Like web, the harness
+// takes them as success — the donation exists exactly once — and the
+// reports say how many there were.
+var resubmitted atomic.Int64
+
+// propose sends cmd through n and checks the ledger said ok (or duplicate,
+// counted in resubmitted).
 func propose(ctx context.Context, n *node.Node, cmd donation.Command) error {
 	res, err := n.Propose(ctx, cmd)
 	if err != nil {
 		return err
 	}
-	if res.Code != donation.CodeOK {
+	switch res.Code {
+	case donation.CodeOK:
+	case donation.CodeDuplicate:
+		resubmitted.Add(1)
+	default:
 		return fmt.Errorf("ledger answered %q", res.Code)
 	}
 	return nil

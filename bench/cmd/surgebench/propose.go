@@ -202,7 +202,12 @@ func runPropose(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	}
 	// Propose returns after the entry committed and the leader's FSM applied
 	// it, and propose checks the ledger said ok: each success is a commit.
-	rows, err := runCurve(ctx, &f, levels, log, op, nil, nil)
+	dups := map[int]int64{} // clients → answers "duplicate" over its runs
+	check := func(r *runResult) error {
+		dups[r.Clients] += resubmitted.Swap(0)
+		return nil
+	}
+	rows, err := runCurve(ctx, &f, levels, log, op, func() { resubmitted.Store(0) }, check)
 	if err != nil {
 		return err
 	}
@@ -214,6 +219,9 @@ func runPropose(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	for _, r := range rows {
 		if len(r.runs) > 0 && r.errors() > 0 {
 			fmt.Fprintf(stdout, "\nclients %d: first error: %v\n", r.clients, r.firstErr())
+		}
+		if n := dups[r.clients]; n > 0 {
+			fmt.Fprintf(stdout, "\nclients %d: %d commands answered duplicate over the runs (resubmitted by the cluster after a leader change; committed once, counted as success)\n", r.clients, n)
 		}
 	}
 	for _, r := range rows {

@@ -61,15 +61,14 @@ func (c *Cluster) apply(ctx context.Context, cmd []byte, forwarded *bool) ([]byt
 	if err := c.running(); err != nil {
 		return nil, err
 	}
-	// deadline is the earlier of the hold and the caller's deadline. When
-	// it is the caller's, running out of it is reported as ctx.Err() (after
-	// ctx is done), never as ErrNoLeader or ErrTimeout: a caller that gave
-	// itself 2 s learns that its 2 s ran out, not that the cluster failed.
-	hold := time.Now().Add(c.cfg.HoldTimeout)
-	deadline, callerBound := hold, false
-	if dl, ok := ctx.Deadline(); ok && dl.Before(hold) {
-		deadline, callerBound = dl, true
-	}
+	// hctx ends at the earlier of the hold and ctx's own deadline, with
+	// cause ErrTimeout when the hold ran out first. When ctx ran out first,
+	// ctx.Err() is returned, never ErrNoLeader or ErrTimeout: a caller that
+	// gave itself 2 s learns that its 2 s ran out, not that the cluster
+	// failed.
+	hctx, cancel := context.WithTimeoutCause(ctx, c.cfg.HoldTimeout, ErrTimeout)
+	defer cancel()
+	deadline, _ := hctx.Deadline()
 	var lastErr error
 	backoff := 5 * time.Millisecond
 	for {
@@ -84,10 +83,9 @@ func (c *Cluster) apply(ctx context.Context, cmd []byte, forwarded *bool) ([]byt
 		}
 		remaining := time.Until(deadline)
 		if remaining <= 0 {
-			if callerBound {
-				// Past ctx's deadline: its timer fires at once.
-				<-ctx.Done()
-				return nil, fmt.Errorf("apply: %w (last: %v)", ctx.Err(), lastErr)
+			<-hctx.Done() // past its deadline: its timer fires at once
+			if err := ctx.Err(); err != nil {
+				return nil, fmt.Errorf("apply: %w (last: %v)", err, lastErr)
 			}
 			if errors.Is(lastErr, raft.ErrEnqueueTimeout) {
 				// This node led the whole time; raft's queue was full.
@@ -105,10 +103,10 @@ func (c *Cluster) apply(ctx context.Context, cmd []byte, forwarded *bool) ([]byt
 		switch {
 		case c.raft.State() == raft.Leader:
 			*forwarded = false
-			resp, err = c.applyLocal(ctx, cmd, remaining, time.Until(hold))
+			resp, err = c.applyLocal(hctx, cmd, remaining)
 		case leaderAddr != "" && string(leaderID) != c.cfg.NodeID:
 			*forwarded = true
-			resp, err = c.forwardApply(ctx, string(leaderAddr), leaderID, cmd, deadline, callerBound)
+			resp, err = c.forwardApply(hctx, string(leaderAddr), leaderID, cmd)
 		default:
 			// No leader known: wait for one to appear.
 			c.waitChange(ctx, changed, 100*time.Millisecond, deadline, c.closing)
@@ -184,17 +182,13 @@ func retryable(err error) bool {
 
 // applyLocal runs raft.Apply on this node (the leader) and checks both the
 // future's error and the FSM's response. raft waits at most enqueue to take
-// the entry; the commit is awaited until ctx is done or for at most hold
-// (the rest of the hold window), then ErrTimeout.
-func (c *Cluster) applyLocal(ctx context.Context, cmd []byte, enqueue, hold time.Duration) ([]byte, error) {
+// the entry; the commit is awaited until ctx is done, which is ErrTimeout
+// when ctx's cause is ErrTimeout (the hold ran out).
+func (c *Cluster) applyLocal(ctx context.Context, cmd []byte, enqueue time.Duration) ([]byte, error) {
 	f := c.raft.Apply(cmd, enqueue)
 	done := make(chan error, 1)
 	go func() { done <- f.Error() }()
-	t := time.NewTimer(hold)
-	defer t.Stop()
 	select {
-	case <-t.C:
-		return nil, fmt.Errorf("apply: not committed within %s: %w", hold.Round(time.Millisecond), ErrTimeout)
 	case err := <-done:
 		if err != nil {
 			switch {
@@ -209,6 +203,9 @@ func (c *Cluster) applyLocal(ctx context.Context, cmd []byte, enqueue, hold time
 		}
 		return fsmResponse(f.Response())
 	case <-ctx.Done():
+		if errors.Is(context.Cause(ctx), ErrTimeout) {
+			return nil, fmt.Errorf("apply: not committed in time: %w", ErrTimeout)
+		}
 		return nil, fmt.Errorf("apply: %w", ctx.Err())
 	}
 }
@@ -233,17 +230,10 @@ var errLeaderChanged = errors.New("leader changed while forwarding")
 // forwardApply sends cmd to the leader. The call is cancelled as soon as
 // this node learns of a different leader, so a dead leader's address never
 // holds a write until a dial timeout.
-//
-// deadline bounds the call; callerBound says it is ctx's own deadline
-// (then ctx alone bounds the call and its error is returned), otherwise it
-// is the end of the hold and running out of it is ErrTimeout.
-func (c *Cluster) forwardApply(ctx context.Context, addr string, id raft.ServerID, cmd []byte, deadline time.Time, callerBound bool) ([]byte, error) {
-	fctx, cancel := ctx, context.CancelFunc(func() {})
-	if !callerBound {
-		fctx, cancel = context.WithDeadlineCause(ctx, deadline, ErrTimeout)
-	}
-	defer cancel()
-	cctx, ccancel := context.WithCancelCause(fctx)
+// ctx bounds the call and carries its deadline to the leader; ending with
+// cause ErrTimeout (the hold ran out) is ErrTimeout.
+func (c *Cluster) forwardApply(ctx context.Context, addr string, id raft.ServerID, cmd []byte) ([]byte, error) {
+	cctx, ccancel := context.WithCancelCause(ctx)
 	defer ccancel(nil)
 	go func() {
 		for {
@@ -259,15 +249,17 @@ func (c *Cluster) forwardApply(ctx context.Context, addr string, id raft.ServerI
 			}
 		}
 	}()
+	deadline, _ := ctx.Deadline()
 	payload := make([]byte, 8+len(cmd))
 	binary.BigEndian.PutUint64(payload, uint64(time.Until(deadline)))
 	copy(payload[8:], cmd)
 	out, err := c.rpc.call(cctx, addr, mApply, payload)
 	if err != nil {
-		if cause := context.Cause(cctx); errors.Is(cause, errLeaderChanged) {
+		cause := context.Cause(cctx)
+		if errors.Is(cause, errLeaderChanged) {
 			return nil, fmt.Errorf("forward apply to %s: %w", addr, errLeaderChanged)
 		}
-		if errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil {
+		if errors.Is(cause, ErrTimeout) {
 			// Our own hold ran out while the leader we reached was still
 			// committing: a slow commit, not an election. Not retryable (the
 			// hold is spent); the outcome is unknown.
@@ -297,9 +289,9 @@ func (c *Cluster) serveApply(ctx context.Context, payload []byte) ([]byte, error
 	if c.raft.State() != raft.Leader {
 		return nil, ErrNotLeader
 	}
-	ctx, cancel := context.WithTimeout(ctx, timeout)
+	ctx, cancel := context.WithTimeoutCause(ctx, timeout, ErrTimeout)
 	defer cancel()
-	return c.applyLocal(ctx, cmd, timeout, timeout)
+	return c.applyLocal(ctx, cmd, timeout)
 }
 
 // running returns nil when the cluster accepts work.

@@ -32,6 +32,21 @@ func processCPU() time.Duration {
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
+// benchApplyBatches is the timed loop of the ApplyBatch benchmarks: b.N
+// transactions of batch entries from logs, reported per entry in wall and
+// process CPU time.
+func benchApplyBatches(b *testing.B, f *FSM, logs []*raft.Log, batch int) {
+	b.Helper()
+	b.ReportAllocs()
+	b.ResetTimer()
+	cpu := processCPU()
+	for i := range b.N {
+		checkResp(b, f.ApplyBatch(logs[i*batch:(i+1)*batch]))
+	}
+	b.ReportMetric(float64((processCPU()-cpu).Nanoseconds())/float64(b.N*batch), "cpu-ns/entry")
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*batch), "ns/entry")
+}
+
 func checkResp(b *testing.B, resp []any) {
 	for _, r := range resp {
 		if _, ok := r.([]byte); !ok {
@@ -57,14 +72,7 @@ func BenchmarkFSMApplyBatch(b *testing.B) {
 	const batch = 64
 	f := openTestFSM(b, b.TempDir())
 	logs := benchCreates(b, 1, b.N*batch)
-	b.ReportAllocs()
-	b.ResetTimer()
-	cpu := processCPU()
-	for i := range b.N {
-		checkResp(b, f.ApplyBatch(logs[i*batch:(i+1)*batch]))
-	}
-	b.ReportMetric(float64((processCPU()-cpu).Nanoseconds())/float64(b.N*batch), "cpu-ns/entry")
-	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*batch), "ns/entry")
+	benchApplyBatches(b, f, logs, batch)
 }
 
 // BenchmarkStoreLogs: 64 entries of a realistic command size per call,
@@ -124,12 +132,5 @@ func BenchmarkFSMApplyBatchMixed(b *testing.B) {
 	}
 	f.ApplyBatch(logs[:half])
 	logs = logs[half:]
-	b.ReportAllocs()
-	b.ResetTimer()
-	cpu := processCPU()
-	for i := range b.N {
-		checkResp(b, f.ApplyBatch(logs[i*batch:(i+1)*batch]))
-	}
-	b.ReportMetric(float64((processCPU()-cpu).Nanoseconds())/float64(b.N*batch), "cpu-ns/entry")
-	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*batch), "ns/entry")
+	benchApplyBatches(b, f, logs, batch)
 }

@@ -48,8 +48,7 @@ type FSM struct {
 	// Snapshot's capture, Restore and Close. The current generation only
 	// changes while it is held.
 	applyMu sync.Mutex
-	failed  error           // sticky: a storage error stops all later applies
-	recent  recentDonations // decoded donations of recent commits (recent.go)
+	failed  error // sticky: a storage error stops all later applies
 
 	// mu guards cur, closed and the reference counts of generations.
 	mu       sync.Mutex
@@ -298,8 +297,7 @@ func (f *FSM) applyChunk(logs []*raft.Log, resp []any) error {
 	g := f.cur
 	txn := g.db.NewTransaction(true)
 	defer txn.Discard()
-	st := &txnState{txn: txn, recent: f.recent.forGeneration(g),
-		puts: make(map[string]donation.Donation, len(logs))}
+	st := txnState{txn: txn}
 
 	applied := f.applied.Load()
 	top := applied
@@ -325,7 +323,7 @@ func (f *FSM) applyChunk(logs []*raft.Log, resp []any) error {
 		if err != nil {
 			return fmt.Errorf("decide log %d: %w", l.Index, err)
 		}
-		if err := st.write(eff); err != nil {
+		if err := writeEffects(txn, eff); err != nil {
 			return fmt.Errorf("write log %d: %w", l.Index, err)
 		}
 		if cmd.Kind == donation.KindCreate && res.Code == donation.CodeOK {
@@ -370,9 +368,6 @@ func (f *FSM) applyChunk(logs []*raft.Log, resp []any) error {
 	if err := txn.Commit(); err != nil {
 		return fmt.Errorf("commit logs %d-%d: %w", applied+1, top, err)
 	}
-	for _, d := range st.puts {
-		f.recent.put(d)
-	}
 	f.applied.Store(top)
 	f.count.Store(count)
 	if dirty != nil {
@@ -384,11 +379,7 @@ func (f *FSM) applyChunk(logs []*raft.Log, resp []any) error {
 
 func writeEffects(txn *badger.Txn, eff donation.Effects) error {
 	if eff.Put != nil {
-		v, err := encodeDonation(*eff.Put)
-		if err != nil {
-			return err
-		}
-		if err := txn.Set(prefixed(donationPrefix, eff.Put.ID), v); err != nil {
+		if err := txn.Set(prefixed(donationPrefix, eff.Put.ID), encodeDonation(*eff.Put)); err != nil {
 			return err
 		}
 	}
@@ -410,37 +401,10 @@ func writeEffects(txn *badger.Txn, eff donation.Effects) error {
 	return nil
 }
 
-// txnState is donation.State over a Badger transaction. In the apply
-// path it also answers from the donations this transaction wrote (puts)
-// and from those of recent commits (recent), which are exactly what the
-// transaction would read, without the read and the decode.
-type txnState struct {
-	txn    *badger.Txn
-	recent *recentDonations             // nil outside the apply path
-	puts   map[string]donation.Donation // written by this transaction; nil outside the apply path
-}
+// txnState is donation.State over a Badger transaction.
+type txnState struct{ txn *badger.Txn }
 
-// write stores eff in the transaction and remembers its donation.
-func (s *txnState) write(eff donation.Effects) error {
-	if err := writeEffects(s.txn, eff); err != nil {
-		return err
-	}
-	if eff.Put != nil && s.puts != nil {
-		s.puts[eff.Put.ID] = *eff.Put
-	}
-	return nil
-}
-
-func (s *txnState) Donation(id string) (donation.Donation, bool, error) {
-	if d, ok := s.puts[id]; ok {
-		d.Events = slices.Clip(d.Events)
-		return d, true, nil
-	}
-	if s.recent != nil {
-		if d, ok := s.recent.get(id); ok {
-			return d, true, nil
-		}
-	}
+func (s txnState) Donation(id string) (donation.Donation, bool, error) {
 	item, err := s.txn.Get(prefixed(donationPrefix, id))
 	if errors.Is(err, badger.ErrKeyNotFound) {
 		return donation.Donation{}, false, nil
@@ -459,7 +423,7 @@ func (s *txnState) Donation(id string) (donation.Donation, bool, error) {
 	return d, true, nil
 }
 
-func (s *txnState) Key(key string) (string, bool, error) {
+func (s txnState) Key(key string) (string, bool, error) {
 	item, err := s.txn.Get(prefixed(uniquePrefix, key))
 	if errors.Is(err, badger.ErrKeyNotFound) {
 		return "", false, nil
@@ -515,7 +479,7 @@ func (f *FSM) Donation(id string) (donation.Donation, bool, error) {
 		ok bool
 	)
 	err = g.db.View(func(txn *badger.Txn) error {
-		d, ok, err = (&txnState{txn: txn}).Donation(id)
+		d, ok, err = txnState{txn: txn}.Donation(id)
 		return err
 	})
 	return d, ok, err

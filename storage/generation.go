@@ -82,7 +82,7 @@ func (f *FSM) openCurrent() (*generation, error) {
 		return nil, err
 	}
 	dir := filepath.Join(f.dir, genName(n))
-	db, err := openBadger(dir, fsmDBOptions(dir, f.logger))
+	db, err := openBadger(dir, badgerOptions(dir, false, f.logger))
 	if err != nil {
 		return nil, err
 	}

@@ -50,7 +50,7 @@ type LogStore struct {
 // value-log GC. The caller owns it and must Close it.
 func OpenLogStore(dir string, logger *slog.Logger) (*LogStore, error) {
 	logger = orDiscard(logger).With("store", "raftlog")
-	return openLogStore(dir, logger, logDBOptions(dir, logger))
+	return openLogStore(dir, logger, badgerOptions(dir, true, logger))
 }
 
 func openLogStore(dir string, logger *slog.Logger, opts badger.Options) (*LogStore, error) {
@@ -209,7 +209,7 @@ func (s *LogStore) widen(lo, hi uint64) {
 // (min at or below the first index, max below the last) from the snapshot
 // goroutine while the main goroutine keeps appending: that path publishes
 // the new first index at once, then deletes without holding the writers'
-// lock, so StoreLogs is not held up by a trim of 100k+ entries. Anything
+// lock, so StoreLogs is not held up by a trim of 65k+ entries. Anything
 // else (a follower truncating a conflicting tail, a range covering the whole
 // log) runs under the writers' lock and recomputes the bounds from the DB.
 // Either way the keys are deleted in commits of at most deleteChunk, each
@@ -271,10 +271,7 @@ func (s *LogStore) deleteLogs(min, max uint64) error {
 		// while one of its iterators is open.
 		keys = keys[:0]
 		err := s.db.View(func(txn *badger.Txn) error {
-			opts := badger.DefaultIteratorOptions
-			opts.PrefetchValues = false
-			opts.Prefix = logPrefix
-			it := txn.NewIterator(opts)
+			it := logIterator(txn, false)
 			defer it.Close()
 			for it.Seek(from); it.Valid() && len(keys) < deleteChunk; it.Next() {
 				k := it.Item().Key()
@@ -327,14 +324,7 @@ func (s *LogStore) deleteKeys(keys [][]byte) error {
 func (s *LogStore) firstFrom(index uint64) (uint64, error) {
 	var found uint64
 	err := s.db.View(func(txn *badger.Txn) error {
-		opts := badger.DefaultIteratorOptions
-		opts.PrefetchValues = false
-		opts.Prefix = logPrefix
-		it := txn.NewIterator(opts)
-		defer it.Close()
-		if it.Seek(logKey(index)); it.Valid() {
-			found = indexOf(it.Item().Key())
-		}
+		found = seekLog(txn, index, false)
 		return nil
 	})
 	if err == nil && found == 0 {
@@ -343,28 +333,32 @@ func (s *LogStore) firstFrom(index uint64) (uint64, error) {
 	return found, err
 }
 
+// logIterator iterates over the log entries' keys, without their values.
+func logIterator(txn *badger.Txn, reverse bool) *badger.Iterator {
+	opts := badger.DefaultIteratorOptions
+	opts.PrefetchValues = false
+	opts.Prefix = logPrefix
+	opts.Reverse = reverse
+	return txn.NewIterator(opts)
+}
+
+// seekLog returns the index of the first stored entry at or after index
+// (at or before it when reverse), 0 if there is none.
+func seekLog(txn *badger.Txn, index uint64, reverse bool) uint64 {
+	it := logIterator(txn, reverse)
+	defer it.Close()
+	if it.Seek(logKey(index)); it.Valid() {
+		return indexOf(it.Item().Key())
+	}
+	return 0
+}
+
 // loadBounds reads the first and last log index from the DB.
 func (s *LogStore) loadBounds() error {
 	var first, last uint64
 	err := s.db.View(func(txn *badger.Txn) error {
-		opts := badger.DefaultIteratorOptions
-		opts.PrefetchValues = false
-		opts.Prefix = logPrefix
-		it := txn.NewIterator(opts)
-		it.Seek(logPrefix)
-		if it.Valid() {
-			first = indexOf(it.Item().Key())
-		}
-		it.Close()
-
-		opts.Reverse = true
-		it = txn.NewIterator(opts)
-		defer it.Close()
-		// The largest possible key under the prefix.
-		it.Seek(logKey(^uint64(0)))
-		if it.Valid() {
-			last = indexOf(it.Item().Key())
-		}
+		first = seekLog(txn, 0, false)
+		last = seekLog(txn, ^uint64(0), true)
 		return nil
 	})
 	if err != nil {

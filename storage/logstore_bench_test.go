@@ -60,8 +60,7 @@ type logOptionVariant struct {
 }
 
 // logOptionVariants are the log DB options compared in DESIGN.md: the
-// shared base (the FSM DB's, with SyncWrites), single changes, and what
-// logDBOptions returns.
+// shared base (what OpenLogStore uses) and single changes to it.
 func logOptionVariants() []logOptionVariant {
 	base := func(dir string, l *slog.Logger) badger.Options { return badgerOptions(dir, true, l) }
 	return []logOptionVariant{

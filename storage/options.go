@@ -40,9 +40,9 @@ const (
 	gcDiscardRatio   = 0.5
 )
 
-// badgerOptions returns the options both DBs start from. SyncWrites differs
-// (the Raft log must fsync before it returns, the FSM relies on the log) and
-// the log DB changes a few more in logDBOptions.
+// badgerOptions returns the options both DBs use. Only SyncWrites differs:
+// the Raft log must fsync before it returns, the FSM relies on the log
+// (DESIGN.md "Log DB options" says what else was tried for the log DB).
 func badgerOptions(dir string, syncWrites bool, logger *slog.Logger) badger.Options {
 	return badger.DefaultOptions(dir).
 		WithSyncWrites(syncWrites).
@@ -63,16 +63,6 @@ func badgerOptions(dir string, syncWrites bool, logger *slog.Logger) badger.Opti
 		WithMetricsEnabled(false).
 		WithNumGoroutines(4).
 		WithLogger(badgerLogger{logger})
-}
-
-// logDBOptions are the Raft log DB's options.
-func logDBOptions(dir string, logger *slog.Logger) badger.Options {
-	return badgerOptions(dir, true, logger)
-}
-
-// fsmDBOptions are the FSM DB's options.
-func fsmDBOptions(dir string, logger *slog.Logger) badger.Options {
-	return badgerOptions(dir, false, logger)
 }
 
 // openBadger opens (creating) a Badger DB in dir with opts.

@@ -31,7 +31,7 @@ const maxRecordEvents = 1 << 16
 // where str is uvarint length + bytes and varint is zig-zag
 // (encoding/binary). The output is a function of d alone, so every replica
 // writes the same bytes for the same donation.
-func encodeDonation(d donation.Donation) ([]byte, error) {
+func encodeDonation(d donation.Donation) []byte {
 	n := 1 + 4*binary.MaxVarintLen64 + 1 + binary.MaxVarintLen32*(11+len(d.Events)) +
 		len(d.ID) + len(d.IdempotencyKey) + len(d.RequestHash) + len(d.Amount.Currency) + len(d.Status) +
 		len(d.Provider) + len(d.ProviderRef) + len(d.Name) + len(d.Email) + len(d.Message)
@@ -56,7 +56,7 @@ func encodeDonation(d donation.Donation) ([]byte, error) {
 	for _, e := range d.Events {
 		b = appendRecordString(b, e)
 	}
-	return b, nil
+	return b
 }
 
 func appendRecordString(b []byte, s string) []byte {

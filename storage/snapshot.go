@@ -243,7 +243,7 @@ func (f *FSM) restore(r io.Reader, atLeast uint64) error {
 // it, and makes it durable: Close flushes every memtable into synced
 // tables, then the DB is opened again for service.
 func (f *FSM) loadGeneration(dir string, r io.Reader, atLeast uint64) (*badger.DB, stats, error) {
-	db, err := openBadger(dir, fsmDBOptions(dir, f.logger))
+	db, err := openBadger(dir, badgerOptions(dir, false, f.logger))
 	if err != nil {
 		return nil, stats{}, err
 	}
@@ -268,7 +268,7 @@ func (f *FSM) loadGeneration(dir string, r io.Reader, atLeast uint64) (*badger.D
 	if err := syncDir(dir); err != nil {
 		return nil, stats{}, err
 	}
-	db, err = openBadger(dir, fsmDBOptions(dir, f.logger))
+	db, err = openBadger(dir, badgerOptions(dir, false, f.logger))
 	if err != nil {
 		return nil, stats{}, err
 	}

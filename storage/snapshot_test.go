@@ -192,7 +192,16 @@ func toPlain(t testing.TB, v2 []byte) []byte {
 	if !bytes.HasPrefix(v2, binary.BigEndian.AppendUint32([]byte(snapMagic), snapVersionZstd)) {
 		t.Fatalf("not a version-2 stream: %q", v2[:min(12, len(v2))])
 	}
-	zr, err := zstd.NewReader(bytes.NewReader(v2[12:]))
+	body := unzstd(t, v2[12:])
+	b := binary.BigEndian.AppendUint32([]byte(snapMagic), snapVersionPlain)
+	b = append(b, body[:len(body)-4]...)
+	return binary.BigEndian.AppendUint32(b, crc32.Checksum(b, castagnoli))
+}
+
+// unzstd decompresses a zstd stream.
+func unzstd(t testing.TB, z []byte) []byte {
+	t.Helper()
+	zr, err := zstd.NewReader(bytes.NewReader(z))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -201,9 +210,7 @@ func toPlain(t testing.TB, v2 []byte) []byte {
 	if err != nil {
 		t.Fatal(err)
 	}
-	b := binary.BigEndian.AppendUint32([]byte(snapMagic), snapVersionPlain)
-	b = append(b, body[:len(body)-4]...)
-	return binary.BigEndian.AppendUint32(b, crc32.Checksum(b, castagnoli))
+	return body
 }
 
 func TestRestoreRejectsBadStreams(t *testing.T) {
@@ -215,11 +222,7 @@ func TestRestoreRejectsBadStreams(t *testing.T) {
 		return b
 	}
 	don := func(id string, st donation.Status, minor int64) string {
-		v, err := encodeDonation(donation.Donation{ID: id, Status: st, Amount: donation.Money{Minor: minor, Currency: "EUR"}})
-		if err != nil {
-			t.Fatal(err)
-		}
-		return string(v)
+		return string(encodeDonation(donation.Donation{ID: id, Status: st, Amount: donation.Money{Minor: minor, Currency: "EUR"}}))
 	}
 	u64 := func(n uint64) string { return string(binary.BigEndian.AppendUint64(nil, n)) }
 	tot := func(raised, n int64) string {
@@ -300,6 +303,27 @@ func TestRestoreRejectsBadStreams(t *testing.T) {
 	mustVerify(t, f)
 	// And the FSM still applies.
 	applyAll(t, f, entries(t, f.AppliedIndex()+1, createCmd("still-alive", 1, "EUR")))
+}
+
+// TestApplyAfterRestoreSeesRestoredState: after a restore to a state where
+// the donation is still pending, a refund must see it pending, not the
+// succeeded value applied before the restore.
+func TestApplyAfterRestoreSeesRestoredState(t *testing.T) {
+	f := openTestFSM(t, t.TempDir())
+	applyAll(t, f, entries(t, 1, createCmd("a", 2500, "EUR")))
+	pending := snapshotBytes(t, f)
+	res := applyAll(t, f, entries(t, 2, paymentCmd("e1", "a", donation.OutcomeSucceeded)))
+	if res[0].Code != donation.CodeOK {
+		t.Fatalf("payment: %+v", res[0])
+	}
+	if err := f.Restore(io.NopCloser(bytes.NewReader(pending))); err != nil {
+		t.Fatal(err)
+	}
+	res = applyAll(t, f, entries(t, 3, refundCmd("r1", "a", 100, "EUR")))
+	if res[0].Code != donation.CodeInvalidTransition || res[0].Donation.Status != donation.StatusPending {
+		t.Fatalf("refund after restore: %+v", res[0])
+	}
+	mustVerify(t, f)
 }
 
 // TestRestoreReadsVersion1 restores an uncompressed stream, the format
@@ -540,15 +564,7 @@ func TestSnapshotStreamFormatIsStable(t *testing.T) {
 		t.Fatalf("record count %d", n)
 	}
 	// The version-2 checksum covers its own header and the uncompressed body.
-	zr, err := zstd.NewReader(bytes.NewReader(v2[12:]))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer zr.Close()
-	body, err := io.ReadAll(zr)
-	if err != nil {
-		t.Fatal(err)
-	}
+	body := unzstd(t, v2[12:])
 	logical := append(bytes.Clone(v2[:12]), body...)
 	if crc := binary.BigEndian.Uint32(body[len(body)-4:]); crc != crc32.Checksum(logical[:len(logical)-4], castagnoli) {
 		t.Fatal("checksum does not cover the stream")

@@ -200,35 +200,90 @@ func appendResultJSON(dst []byte, r *Result) []byte {
 	return append(dst, '}')
 }
 
-// scanner reads the canonical shape. Every method returns false when the
-// input is not exactly what it expects; the caller then falls back to
-// encoding/json. Strings are cut from src, one copy of the whole input, so
-// a decoded value costs one allocation for all its strings.
+// scanner reads the canonical shape. The first thing that is not exactly
+// what it expects marks it failed; from then on every reader does nothing
+// and returns a zero value, so a decoder lists the fields in order and asks
+// once at the end (ok). A failed scan means "ask encoding/json". Strings
+// are cut from src, one copy of the whole input, so a decoded value costs
+// one allocation for all its strings.
 type scanner struct {
-	b   []byte
-	src string
-	i   int
+	b      []byte
+	src    string
+	i      int
+	failed bool
 }
 
 func newScanner(b []byte) scanner { return scanner{b: b, src: string(b)} }
 
-// lit consumes s.
-func (s *scanner) lit(lit string) bool {
-	if len(s.b)-s.i < len(lit) || string(s.b[s.i:s.i+len(lit)]) != lit {
+// ok reports whether everything matched and all the input was read.
+func (s *scanner) ok() bool { return !s.failed && s.i == len(s.b) }
+
+// peek reports whether lit is next, without consuming it.
+func (s *scanner) peek(lit string) bool {
+	return !s.failed && len(s.b)-s.i >= len(lit) && string(s.b[s.i:s.i+len(lit)]) == lit
+}
+
+// opt consumes lit if it is next and reports whether it was.
+func (s *scanner) opt(lit string) bool {
+	if !s.peek(lit) {
 		return false
 	}
 	s.i += len(lit)
 	return true
 }
 
-// peek reports whether s is next, without consuming it.
-func (s *scanner) peek(lit string) bool {
-	return len(s.b)-s.i >= len(lit) && string(s.b[s.i:s.i+len(lit)]) == lit
+// lit consumes lit, which must be next.
+func (s *scanner) lit(lit string) {
+	if !s.opt(lit) {
+		s.failed = true
+	}
 }
 
-// str reads a JSON string: plain bytes, valid UTF-8, and only the escapes
+// str reads a string value.
+func (s *scanner) str() string {
+	if !s.failed {
+		if v, ok := s.readStr(); ok {
+			return v
+		}
+	}
+	s.failed = true
+	return ""
+}
+
+// keyStr reads a key, given with its leading '{' or ',' and trailing ':',
+// and its string value.
+func (s *scanner) keyStr(key string) string {
+	if s.opt(key) {
+		if v, ok := s.readStr(); ok {
+			return v
+		}
+	}
+	s.failed = true
+	return ""
+}
+
+// keyInt reads a key and its integer value.
+func (s *scanner) keyInt(key string) int64 {
+	if s.opt(key) {
+		if v, ok := s.readInt(); ok {
+			return v
+		}
+	}
+	s.failed = true
+	return 0
+}
+
+// optStr reads an omitempty string field, absent meaning "".
+func (s *scanner) optStr(key string) string {
+	if !s.peek(key) {
+		return ""
+	}
+	return s.keyStr(key)
+}
+
+// readStr reads a JSON string: plain bytes, valid UTF-8, and only the escapes
 // \" \\ \/ \b \f \n \r \t and \uXXXX outside the surrogate range.
-func (s *scanner) str() (string, bool) {
+func (s *scanner) readStr() (string, bool) {
 	if s.i >= len(s.b) || s.b[s.i] != '"' {
 		return "", false
 	}
@@ -324,9 +379,9 @@ func (s *scanner) escaped(start int) (string, bool) {
 	return "", false
 }
 
-// int reads an integer as json.Marshal writes it: "0", or an optional '-'
+// readInt reads an integer as json.Marshal writes it: "0", or an optional '-'
 // and up to 19 digits not starting with 0, within the int64 range.
-func (s *scanner) int() (int64, bool) {
+func (s *scanner) readInt() (int64, bool) {
 	neg := s.i < len(s.b) && s.b[s.i] == '-'
 	if neg {
 		s.i++
@@ -352,226 +407,109 @@ func (s *scanner) int() (int64, bool) {
 	return int64(v), true
 }
 
-func (s *scanner) keyStr(key string) (string, bool) {
-	if !s.lit(key) {
-		return "", false
-	}
-	return s.str()
+func (s *scanner) money(m *Money) {
+	m.Minor = s.keyInt(`{"minor":`)
+	m.Currency = Currency(s.keyStr(`,"currency":`))
+	s.lit("}")
 }
 
-func (s *scanner) keyInt(key string) (int64, bool) {
-	if !s.lit(key) {
-		return 0, false
-	}
-	return s.int()
-}
-
-// optStr reads an omitempty string field, absent meaning "".
-func (s *scanner) optStr(key string) (string, bool) {
-	if !s.peek(key) {
-		return "", true
-	}
-	return s.keyStr(key)
-}
-
-func (s *scanner) money(m *Money) bool {
-	var ok bool
-	if m.Minor, ok = s.keyInt(`{"minor":`); !ok {
-		return false
-	}
-	cur, ok := s.keyStr(`,"currency":`)
-	m.Currency = Currency(cur)
-	return ok && s.lit("}")
-}
-
-func (s *scanner) end() bool { return s.i == len(s.b) }
-
-// scanDonation reads the canonical form of a Donation.
-func (s *scanner) donation(d *Donation) bool {
-	var ok bool
-	if d.ID, ok = s.keyStr(`{"id":`); !ok {
-		return false
-	}
-	if d.IdempotencyKey, ok = s.keyStr(`,"idempotency_key":`); !ok {
-		return false
-	}
-	if d.RequestHash, ok = s.keyStr(`,"request_hash":`); !ok {
-		return false
-	}
-	if !s.lit(`,"amount":`) || !s.money(&d.Amount) {
-		return false
-	}
+// donation reads the canonical form of a Donation.
+func (s *scanner) donation(d *Donation) {
+	d.ID = s.keyStr(`{"id":`)
+	d.IdempotencyKey = s.keyStr(`,"idempotency_key":`)
+	d.RequestHash = s.keyStr(`,"request_hash":`)
+	s.lit(`,"amount":`)
+	s.money(&d.Amount)
 	if s.peek(`,"refunded_minor":`) {
-		if d.RefundedMinor, ok = s.keyInt(`,"refunded_minor":`); !ok {
-			return false
-		}
+		d.RefundedMinor = s.keyInt(`,"refunded_minor":`)
 	}
-	var st string
-	if st, ok = s.keyStr(`,"status":`); !ok {
-		return false
-	}
-	d.Status = Status(st)
-	if d.Provider, ok = s.keyStr(`,"provider":`); !ok {
-		return false
-	}
-	if d.ProviderRef, ok = s.optStr(`,"provider_ref":`); !ok {
-		return false
-	}
-	if d.Name, ok = s.optStr(`,"name":`); !ok {
-		return false
-	}
-	if d.Email, ok = s.optStr(`,"email":`); !ok {
-		return false
-	}
-	if d.Message, ok = s.optStr(`,"message":`); !ok {
-		return false
-	}
-	d.Anonymous = s.lit(`,"anonymous":true`)
-	if d.CreatedAt, ok = s.keyInt(`,"created_at":`); !ok {
-		return false
-	}
-	if d.UpdatedAt, ok = s.keyInt(`,"updated_at":`); !ok {
-		return false
-	}
-	if s.lit(`,"events":[`) {
+	d.Status = Status(s.keyStr(`,"status":`))
+	d.Provider = s.keyStr(`,"provider":`)
+	d.ProviderRef = s.optStr(`,"provider_ref":`)
+	d.Name = s.optStr(`,"name":`)
+	d.Email = s.optStr(`,"email":`)
+	d.Message = s.optStr(`,"message":`)
+	d.Anonymous = s.opt(`,"anonymous":true`)
+	d.CreatedAt = s.keyInt(`,"created_at":`)
+	d.UpdatedAt = s.keyInt(`,"updated_at":`)
+	if s.opt(`,"events":[`) {
 		for {
-			e, ok := s.str()
-			if !ok {
-				return false
-			}
-			d.Events = append(d.Events, e)
-			if !s.lit(",") {
+			d.Events = append(d.Events, s.str())
+			if !s.opt(",") {
 				break
 			}
 		}
-		if !s.lit("]") {
-			return false
-		}
+		s.lit("]")
 	}
-	return s.lit("}")
+	s.lit("}")
 }
 
-func (s *scanner) command(c *Command) bool {
-	v, ok := s.keyInt(`{"v":`)
-	if !ok || v < -1<<31 || v > 1<<31-1 {
-		return false // leave int overflow to encoding/json
+func (s *scanner) command(c *Command) {
+	v := s.keyInt(`{"v":`)
+	if v < -1<<31 || v > 1<<31-1 {
+		s.failed = true // leave int overflow to encoding/json
 	}
 	c.V = int(v)
-	kind, ok := s.keyStr(`,"kind":`)
-	if !ok {
-		return false
-	}
-	c.Kind = Kind(kind)
+	c.Kind = Kind(s.keyStr(`,"kind":`))
 	switch {
-	case s.lit(`,"create":`):
+	case s.opt(`,"create":`):
 		c.Create = new(Create)
-		if !s.create(c.Create) {
-			return false
-		}
-	case s.lit(`,"payment":`):
+		s.create(c.Create)
+	case s.opt(`,"payment":`):
 		c.Payment = new(Payment)
-		if !s.payment(c.Payment) {
-			return false
-		}
-	case s.lit(`,"refund":`):
+		s.payment(c.Payment)
+	case s.opt(`,"refund":`):
 		c.Refund = new(Refund)
-		if !s.refund(c.Refund) {
-			return false
-		}
+		s.refund(c.Refund)
 	default:
-		return false
+		s.failed = true
 	}
-	return s.lit("}")
+	s.lit("}")
 }
 
-func (s *scanner) create(x *Create) bool {
-	var ok bool
-	if x.ID, ok = s.keyStr(`{"id":`); !ok {
-		return false
-	}
-	if x.IdempotencyKey, ok = s.keyStr(`,"idempotency_key":`); !ok {
-		return false
-	}
-	if x.RequestHash, ok = s.keyStr(`,"request_hash":`); !ok {
-		return false
-	}
-	if !s.lit(`,"amount":`) || !s.money(&x.Amount) {
-		return false
-	}
-	if x.Provider, ok = s.keyStr(`,"provider":`); !ok {
-		return false
-	}
-	if x.Name, ok = s.optStr(`,"name":`); !ok {
-		return false
-	}
-	if x.Email, ok = s.optStr(`,"email":`); !ok {
-		return false
-	}
-	if x.Message, ok = s.optStr(`,"message":`); !ok {
-		return false
-	}
-	x.Anonymous = s.lit(`,"anonymous":true`)
-	if x.At, ok = s.keyInt(`,"at":`); !ok {
-		return false
-	}
-	return s.lit("}")
+func (s *scanner) create(x *Create) {
+	x.ID = s.keyStr(`{"id":`)
+	x.IdempotencyKey = s.keyStr(`,"idempotency_key":`)
+	x.RequestHash = s.keyStr(`,"request_hash":`)
+	s.lit(`,"amount":`)
+	s.money(&x.Amount)
+	x.Provider = s.keyStr(`,"provider":`)
+	x.Name = s.optStr(`,"name":`)
+	x.Email = s.optStr(`,"email":`)
+	x.Message = s.optStr(`,"message":`)
+	x.Anonymous = s.opt(`,"anonymous":true`)
+	x.At = s.keyInt(`,"at":`)
+	s.lit("}")
 }
 
-func (s *scanner) payment(x *Payment) bool {
-	var ok bool
-	if x.Provider, ok = s.keyStr(`{"provider":`); !ok {
-		return false
-	}
-	if x.EventID, ok = s.keyStr(`,"event_id":`); !ok {
-		return false
-	}
-	if x.DonationID, ok = s.keyStr(`,"donation_id":`); !ok {
-		return false
-	}
-	var out string
-	if out, ok = s.keyStr(`,"outcome":`); !ok {
-		return false
-	}
-	x.Outcome = Outcome(out)
-	if s.lit(`,"amount":`) {
+func (s *scanner) payment(x *Payment) {
+	x.Provider = s.keyStr(`{"provider":`)
+	x.EventID = s.keyStr(`,"event_id":`)
+	x.DonationID = s.keyStr(`,"donation_id":`)
+	x.Outcome = Outcome(s.keyStr(`,"outcome":`))
+	if s.opt(`,"amount":`) {
 		x.Amount = new(Money)
-		if !s.money(x.Amount) {
-			return false
-		}
+		s.money(x.Amount)
 	}
-	if x.ProviderRef, ok = s.optStr(`,"provider_ref":`); !ok {
-		return false
-	}
-	if x.At, ok = s.keyInt(`,"at":`); !ok {
-		return false
-	}
-	return s.lit("}")
+	x.ProviderRef = s.optStr(`,"provider_ref":`)
+	x.At = s.keyInt(`,"at":`)
+	s.lit("}")
 }
 
-func (s *scanner) refund(x *Refund) bool {
-	var ok bool
-	if x.RefundID, ok = s.keyStr(`{"refund_id":`); !ok {
-		return false
-	}
-	if x.DonationID, ok = s.keyStr(`,"donation_id":`); !ok {
-		return false
-	}
-	if !s.lit(`,"amount":`) || !s.money(&x.Amount) {
-		return false
-	}
-	if x.At, ok = s.keyInt(`,"at":`); !ok {
-		return false
-	}
-	return s.lit("}")
+func (s *scanner) refund(x *Refund) {
+	x.RefundID = s.keyStr(`{"refund_id":`)
+	x.DonationID = s.keyStr(`,"donation_id":`)
+	s.lit(`,"amount":`)
+	s.money(&x.Amount)
+	x.At = s.keyInt(`,"at":`)
+	s.lit("}")
 }
 
-func (s *scanner) result(r *Result) bool {
-	code, ok := s.keyStr(`{"code":`)
-	if !ok {
-		return false
-	}
-	r.Code = Code(code)
-	return s.lit(`,"donation":`) && s.donation(&r.Donation) && s.lit("}")
+func (s *scanner) result(r *Result) {
+	r.Code = Code(s.keyStr(`{"code":`))
+	s.lit(`,"donation":`)
+	s.donation(&r.Donation)
+	s.lit("}")
 }
 
 // fastCommand decodes the canonical envelope; ok=false means "not
@@ -579,7 +517,7 @@ func (s *scanner) result(r *Result) bool {
 func fastCommand(b []byte) (Command, bool) {
 	s := newScanner(b)
 	var c Command
-	if !s.command(&c) || !s.end() {
+	if s.command(&c); !s.ok() {
 		return Command{}, false
 	}
 	return c, true
@@ -588,7 +526,7 @@ func fastCommand(b []byte) (Command, bool) {
 func fastDonation(b []byte) (Donation, bool) {
 	s := newScanner(b)
 	var d Donation
-	if !s.donation(&d) || !s.end() {
+	if s.donation(&d); !s.ok() {
 		return Donation{}, false
 	}
 	return d, true
@@ -597,7 +535,7 @@ func fastDonation(b []byte) (Donation, bool) {
 func fastResult(b []byte) (Result, bool) {
 	s := newScanner(b)
 	var r Result
-	if !s.result(&r) || !s.end() {
+	if s.result(&r); !s.ok() {
 		return Result{}, false
 	}
 	return r, true

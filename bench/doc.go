@@ -8,5 +8,5 @@
 // that they still work. Speed is never judged in a test.
 //
 // It may import nothing internal; bench/cmd/surgebench may import node,
-// donation and payment.
+// donation, payment and web (the admin API's client).
 package bench

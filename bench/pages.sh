@@ -241,8 +241,8 @@ summary() {
 }
 summary | tee ${OUT:+"$OUT"}
 
-# It worked when every run answered and nothing failed.
-if awk -F'\t' '$4+0 <= 0 || $8+0 > 0 { bad=1 } END { exit !bad }' "$RES"; then
+# It worked when every run answered and nothing failed (and there were runs).
+if awk -F'\t' '$4+0 <= 0 || $8+0 > 0 { bad=1 } END { exit !(bad || NR == 0) }' "$RES"; then
   echo "pages.sh: a run had errors or no requests" >&2
   exit 1
 fi

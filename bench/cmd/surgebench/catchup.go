@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -168,15 +169,11 @@ func runCatchup(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		return fmt.Errorf("%w: donations and joins must be positive", errUsage)
 	}
 	log := &progress{w: stderr}
-	dir, cleanup, err := workDir(*dirFlag, "surgebench-catchup-", *keep)
+	dir, nodeBin, cleanup, err := nodeWorkDir(ctx, *dirFlag, "surgebench-catchup-", *keep, *bin)
 	if err != nil {
 		return err
 	}
 	defer cleanup()
-	nodeBin, err := nodeBinary(ctx, *bin, dir)
-	if err != nil {
-		return err
-	}
 
 	// 1. Load through Propose in a child process holding 3 in-process nodes.
 	cfgs, err := inprocConfigs(dir, 3)
@@ -224,7 +221,7 @@ func runCatchup(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	log.printf("loaded %d in %.1f s (%.0f confirmed donations/s = %.0f commands/s); child killed with SIGKILL", loaded, float64(loadMS)/1000, float64(loaded)/(float64(loadMS)/1000), 2*float64(loaded)/(float64(loadMS)/1000))
 
 	// 2. The same data dirs and ports as node processes.
-	pc := &procCluster{dir: dir, bin: nodeBin, log: log}
+	pc := &procCluster{dir: dir, bin: nodeBin}
 	var gossips []string
 	for _, cfg := range cfgs {
 		gossips = append(gossips, cfg.GossipAddr)
@@ -262,7 +259,8 @@ func runCatchup(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	type mem struct{ idle, peak, hwm, anon, file int64 }
 	mems := make([]mem, len(pc.procs))
 	for i, p := range pc.procs {
-		mems[i].idle, _, _ = procStatus(p.pid())
+		m, _ := readProcMem(p.pid())
+		mems[i].idle = m.rss
 	}
 
 	// 3. Memory under load.
@@ -299,12 +297,11 @@ sample:
 			break sample
 		case <-tick.C:
 			for i, p := range pc.procs {
-				if rss, hwm, err := procStatus(p.pid()); err == nil {
-					if rss > mems[i].peak {
-						mems[i].peak = rss
-						mems[i].anon, mems[i].file = procRSSParts(p.pid())
+				if m, err := readProcMem(p.pid()); err == nil {
+					if m.rss > mems[i].peak {
+						mems[i].peak, mems[i].anon, mems[i].file = m.rss, m.anon, m.file
 					}
-					mems[i].hwm = hwm
+					mems[i].hwm = m.hwm
 				}
 			}
 		}
@@ -313,12 +310,15 @@ sample:
 	stopLoad()
 	wg.Wait()
 	for i, p := range pc.procs {
-		if _, hwm, err := procStatus(p.pid()); err == nil {
-			mems[i].hwm = hwm
+		if m, err := readProcMem(p.pid()); err == nil {
+			mems[i].hwm = m.hwm
 		}
 	}
 	wAcks, wErrs, wLat := acks.counts(time.Time{}, time.Now())
 	ws := summarize(wLat)
+	if confirmed == 0 || reads.Load() == 0 {
+		return fmt.Errorf("memory window: %d confirmations and %d reads succeeded, want some of each: %v", confirmed, reads.Load(), errors.Join(acks.firsts...))
+	}
 
 	// 4. Fresh nodes join one after the other; each must serve the total
 	// the cluster has. Requests cut off at the end of the window may still
@@ -332,11 +332,10 @@ sample:
 		return fmt.Errorf("after the memory window: total counts %d donations, %d were acknowledged", want.Donations, loaded+confirmed)
 	}
 	type joinResult struct {
-		name              string
-		http, total       time.Duration
-		rss, hwm, leadHWM int64
-		anon, file        int64
-		size              int64
+		name          string
+		http, total   time.Duration
+		mem           procMem
+		leadHWM, size int64
 	}
 	var joinsOut []joinResult
 	for j := range *joins {
@@ -370,11 +369,10 @@ sample:
 			}
 			time.Sleep(20 * time.Millisecond)
 		}
-		jr.rss, jr.hwm, _ = procStatus(p.pid())
-		jr.anon, jr.file = procRSSParts(p.pid())
+		jr.mem, _ = readProcMem(p.pid())
 		for _, q := range pc.procs[:3] {
-			if _, hwm, err := procStatus(q.pid()); err == nil {
-				jr.leadHWM = max(jr.leadHWM, hwm)
+			if m, err := readProcMem(q.pid()); err == nil {
+				jr.leadHWM = max(jr.leadHWM, m.hwm)
 			}
 		}
 		jr.size = dirSize(p.dataDir)
@@ -397,7 +395,7 @@ sample:
 	fmt.Fprintf(stdout, "\n### catch-up of a fresh node (--join, empty data dir)\n\n")
 	t = table{head: []string{"node", "launch → HTTP up ms", "launch → right total s", "its RSS (anon / file) MiB, VmHWM MiB", "its data dir MiB", "max VmHWM of the 3 others MiB"}}
 	for _, j := range joinsOut {
-		t.add(j.name, fmtMS(ms(j.http)), fmt.Sprintf("**%.2f**", j.total.Seconds()), mib(j.rss)+" ("+mib(j.anon)+" / "+mib(j.file)+"), "+mib(j.hwm), mib(j.size), mib(j.leadHWM))
+		t.add(j.name, fmtMS(ms(j.http)), fmt.Sprintf("**%.2f**", j.total.Seconds()), mib(j.mem.rss)+" ("+mib(j.mem.anon)+" / "+mib(j.mem.file)+"), "+mib(j.mem.hwm), mib(j.size), mib(j.leadHWM))
 	}
 	t.write(stdout)
 	fmt.Fprintf(stdout, "\n\"Right total\" = GET /api/v1/total on the new node equals the leader's raised_minor and donations (%s donations, %s minor units).\n", fmtInt(float64(want.Donations)), fmtInt(float64(want.RaisedMinor)))

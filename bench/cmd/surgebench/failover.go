@@ -187,22 +187,13 @@ func runFailover(ctx context.Context, args []string, stdout, stderr io.Writer) e
 		return fmt.Errorf("%w: kills >= 0, rate > 0, writers >= 1", errUsage)
 	}
 	log := &progress{w: stderr}
-	dir, cleanup, err := workDir(*dirFlag, "surgebench-failover-", *keep)
+	dir, nodeBin, cleanup, err := nodeWorkDir(ctx, *dirFlag, "surgebench-failover-", *keep, *bin)
 	if err != nil {
 		return err
 	}
 	defer cleanup()
-	nodeBin, err := nodeBinary(ctx, *bin, dir)
+	pc, err := startProcCluster(ctx, dir, nodeBin, 3, log)
 	if err != nil {
-		return err
-	}
-	pc, err := newProcCluster(dir, nodeBin, 3, log)
-	if err != nil {
-		return err
-	}
-	log.printf("starting 3 node processes in %s", dir)
-	if err := pc.start(ctx); err != nil {
-		pc.close()
 		return err
 	}
 	defer pc.close()
@@ -301,8 +292,8 @@ func runFailover(ctx context.Context, args []string, stdout, stderr io.Writer) e
 				return ctx.Err()
 			case <-tick.C:
 				for i, p := range pc.procs {
-					if rss, _, err := procStatus(p.pid()); err == nil {
-						rssMax[i] = max(rssMax[i], rss)
+					if m, err := readProcMem(p.pid()); err == nil {
+						rssMax[i] = max(rssMax[i], m.rss)
 					}
 				}
 				if time.Since(t0) >= *steady {
@@ -324,6 +315,9 @@ func runFailover(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	tot, err := syncedTotal(ctx, client, pc.procs[0].base())
 	if err != nil {
 		return err
+	}
+	if confirmed == 0 {
+		return fmt.Errorf("no confirmation acknowledged over the whole run: %v", errors.Join(acks.firsts...))
 	}
 	if tot.Donations < confirmed {
 		return fmt.Errorf("lost writes: %d confirmations acknowledged, total counts %d donations", confirmed, tot.Donations)

@@ -95,13 +95,12 @@ func runJourneys(ctx context.Context, args []string, stdout, stderr io.Writer) e
 		return err
 	}
 	defer hc.close()
-	f, tc, client := &hc.f, hc.tc, hc.client
-	var sub subRecorder
+	f, tc, client, sub := &hc.f, hc.tc, hc.client, &hc.sub
 	op := func(ctx context.Context, w, _ int) error {
 		return journey(ctx, client, tc.bases[w%len(tc.bases)], func(step string, d time.Duration) { sub.record(w, step, d) })
 	}
 	// Cut-off journeys settle for 200 ms before the total is compared.
-	rows, err := hc.run(ctx, op, &sub, 200*time.Millisecond, "journeys completed")
+	rows, err := hc.run(ctx, op, 200*time.Millisecond, "journeys completed")
 	if err != nil {
 		return err
 	}
@@ -130,15 +129,5 @@ func runJourneys(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	}
 	t.write(stdout)
 	fmt.Fprintln(stdout, "\nPer-page columns: p99 ms of that request, median over the runs.")
-	for _, r := range rows {
-		if r.errors() > 0 {
-			fmt.Fprintf(stdout, "\ndonors %d: first error: %v\n", r.clients, r.firstErr())
-		}
-		for _, x := range r.runs {
-			if len(x.Lat) == 0 {
-				return fmt.Errorf("donors %d: no journey completed: %v", r.clients, x.FirstErr)
-			}
-		}
-	}
-	return nil
+	return reportErrors(stdout, rows, "donors", "journey completed")
 }

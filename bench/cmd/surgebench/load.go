@@ -2,6 +2,8 @@ package main
 
 import (
 	"context"
+	"fmt"
+	"io"
 	"sync"
 	"time"
 )
@@ -18,7 +20,6 @@ type runResult struct {
 	HostBusy time.Duration        // busy CPU time of the whole host during the run
 	Procs    time.Duration        // CPU of the node processes during the run, when known
 	Sub      map[string]latencies // latencies of the requests inside one operation
-	Note     string
 }
 
 func (r runResult) rate() float64 { return float64(len(r.Lat)) / r.Elapsed.Seconds() }
@@ -84,7 +85,6 @@ func closedLoop(ctx context.Context, clients int, d time.Duration, op func(ctx c
 type curveRow struct {
 	clients int
 	runs    []runResult
-	extra   []map[string]float64
 }
 
 func (r *curveRow) rates() []float64 {
@@ -140,6 +140,26 @@ func (r *curveRow) cpuPerOp(cpu func(runResult) time.Duration) float64 {
 		}
 	}
 	return median(out)
+}
+
+// reportErrors prints the first error of every level that had errors and
+// fails when a run had no successful operation. level names the
+// concurrency ("clients", "donors"), what one success ("command
+// committed").
+func reportErrors(w io.Writer, rows []*curveRow, level, what string) error {
+	for _, r := range rows {
+		if r.errors() > 0 {
+			fmt.Fprintf(w, "\n%s %d: first error: %v\n", level, r.clients, r.firstErr())
+		}
+	}
+	for _, r := range rows {
+		for _, x := range r.runs {
+			if len(x.Lat) == 0 {
+				return fmt.Errorf("%s %d: no %s: %v", level, r.clients, what, x.FirstErr)
+			}
+		}
+	}
+	return nil
 }
 
 // order returns the concurrency levels for round r: forwards in odd

@@ -3,7 +3,6 @@ package main
 import (
 	"bufio"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -17,6 +16,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/surgefund/surge/web"
 )
 
 // devSecret is the dev gateway secret every benchmark node shares, so the
@@ -98,7 +99,6 @@ type proc struct {
 	gossip  string
 	raft    string
 	args    []string // extra flags (join, bootstrap-expect, ...)
-	env     []string
 	logPath string
 
 	mu       sync.Mutex
@@ -107,7 +107,6 @@ type proc struct {
 	leader   bool      // logged "gained leadership" and not "lost leadership" since
 	gains    int       // "gained leadership" lines, over all starts
 	lastGain time.Time // when the last one was seen
-	started  time.Time
 }
 
 func (p *proc) base() string { return "http://" + p.http }
@@ -138,7 +137,6 @@ func (p *proc) start(ctx context.Context) error {
 		"--log-level", "info",
 	}, p.args...)
 	cmd := exec.Command(p.bin, args...)
-	cmd.Env = append(os.Environ(), p.env...)
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
 		p.mu.Unlock()
@@ -157,7 +155,6 @@ func (p *proc) start(ctx context.Context) error {
 	p.cmd = cmd
 	p.exited = make(chan struct{})
 	p.leader = false
-	p.started = time.Now()
 	exited := p.exited
 	p.mu.Unlock()
 
@@ -264,13 +261,27 @@ type procCluster struct {
 	dir   string
 	bin   string
 	procs []*proc
-	log   *progress
+}
+
+// startProcCluster starts n node processes of bin under dir that form one
+// cluster with --bootstrap-expect n, and waits until all are ready.
+func startProcCluster(ctx context.Context, dir, bin string, n int, log *progress) (*procCluster, error) {
+	c, err := newProcCluster(dir, bin, n)
+	if err != nil {
+		return nil, err
+	}
+	log.printf("starting %d node processes in %s", n, dir)
+	if err := c.start(ctx); err != nil {
+		c.close()
+		return nil, err
+	}
+	return c, nil
 }
 
 // newProcCluster prepares n nodes that form one cluster with
 // --bootstrap-expect n; start launches them.
-func newProcCluster(dir, bin string, n int, log *progress) (*procCluster, error) {
-	c := &procCluster{dir: dir, bin: bin, log: log}
+func newProcCluster(dir, bin string, n int) (*procCluster, error) {
+	c := &procCluster{dir: dir, bin: bin}
 	var gossips []string
 	for i := range n {
 		p, err := c.newProc(fmt.Sprintf("n%d", i+1))
@@ -401,43 +412,19 @@ func waitReady(ctx context.Context, base string, limit time.Duration, sync bool)
 	return fmt.Errorf("not ready within %s: %s", limit, last)
 }
 
-// adminStatus is the part of GET /admin/v1/status the harness reads.
-type adminStatus struct {
-	LeaderID string `json:"leader_id"`
-	Members  []struct {
-		ID       string `json:"id"`
-		HTTPAddr string `json:"http_addr"`
-		Role     string `json:"role"`
-	} `json:"members"`
-}
-
-// errNoAdmin means the node has no admin status endpoint (yet).
-var errNoAdmin = errors.New("no GET /admin/v1/status")
-
-func fetchAdminStatus(ctx context.Context, base string) (adminStatus, error) {
-	var s adminStatus
-	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, base+"/admin/v1/status", nil)
-	resp, err := pollClient.Do(req)
+// adminStatus asks base for GET /admin/v1/status with the admin API's
+// own client (no token: the node answers loopback callers).
+func adminStatus(ctx context.Context, base string) (web.ClusterStatus, error) {
+	c, err := web.NewClient(base, "", web.WithHTTPClient(pollClient))
 	if err != nil {
-		return s, err
+		return web.ClusterStatus{}, err
 	}
-	defer resp.Body.Close()
-	switch resp.StatusCode {
-	case http.StatusOK:
-	case http.StatusNotFound, http.StatusMethodNotAllowed:
-		return s, errNoAdmin
-	default:
-		return s, fmt.Errorf("admin status: %s", resp.Status)
-	}
-	if err := json.NewDecoder(resp.Body).Decode(&s); err != nil {
-		return s, fmt.Errorf("admin status: %w", err)
-	}
-	return s, nil
+	return c.Status(ctx)
 }
 
 // leader finds the leader among the running nodes: from the admin API
 // (leader_id, matched with the node ids in the data dirs, or http_addr),
-// or, when no node serves it, from the "gained leadership" lines of the
+// or, when no node answered it, from the "gained leadership" lines of the
 // logs. how says which.
 func (c *procCluster) leader(ctx context.Context) (p *proc, how string, err error) {
 	sawAdmin := false
@@ -445,7 +432,7 @@ func (c *procCluster) leader(ctx context.Context) (p *proc, how string, err erro
 		if !q.running() {
 			continue
 		}
-		s, err := fetchAdminStatus(ctx, q.base())
+		s, err := adminStatus(ctx, q.base())
 		if err != nil {
 			continue
 		}
@@ -534,6 +521,20 @@ func workDir(dir, prefix string, keep bool) (string, func(), error) {
 			os.RemoveAll(d)
 		}
 	}, nil
+}
+
+// nodeWorkDir is workDir plus the node binary to run there: bin, or
+// cmd/node built into the work directory.
+func nodeWorkDir(ctx context.Context, dir, prefix string, keep bool, bin string) (workdir, nodeBin string, cleanup func(), err error) {
+	workdir, cleanup, err = workDir(dir, prefix, keep)
+	if err != nil {
+		return "", "", nil, err
+	}
+	if nodeBin, err = nodeBinary(ctx, bin, workdir); err != nil {
+		cleanup()
+		return "", "", nil, err
+	}
+	return workdir, nodeBin, cleanup, nil
 }
 
 // nodeBinary returns bin, or builds cmd/node into dir.

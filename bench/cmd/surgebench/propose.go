@@ -47,7 +47,7 @@ type curveFlags struct {
 }
 
 func (f *curveFlags) register(fs *flag.FlagSet, clients string) {
-	fs.BoolVar(&f.smoke, "smoke", os.Getenv("SMOKE") == "1", "smoke mode: a few seconds on small data; exit 0 when the harness worked")
+	fs.BoolVar(&f.smoke, "smoke", envSmoke(), "smoke mode: a few seconds on small data; exit 0 when the harness worked")
 	fs.StringVar(&f.clients, "clients", clients, "comma-separated concurrency levels")
 	fs.DurationVar(&f.duration, "duration", 10*time.Second, "length of one run")
 	fs.DurationVar(&f.warmup, "warmup", 3*time.Second, "warm-up before the first round")
@@ -147,7 +147,7 @@ func runCurve(ctx context.Context, f *curveFlags, levels []int, log *progress, o
 	return out, nil
 }
 
-func writeCurve(w io.Writer, rows []*curveRow, unit string, hostNote bool) {
+func writeCurve(w io.Writer, rows []*curveRow, unit string) {
 	t := table{head: []string{"clients", unit + "/s median (min–max)", "p50 ms median", "p99 ms median (min–max)", "errors", "harness process CPU µs/op", "host busy CPU µs/op", "runs"}}
 	for _, r := range rows {
 		rates := r.rates()
@@ -215,21 +215,11 @@ func runPropose(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	fmt.Fprintf(stdout, "machine: %s\n\n", machine())
 	fmt.Fprintf(stdout, "command: surgebench propose %s\n\n", strings.Join(args, " "))
 	fmt.Fprintf(stdout, "%d rounds × %s per level, clients spread over the 3 nodes (goroutine i → node i%%3); one create command per Propose.\n\n", f.rounds, f.duration)
-	writeCurve(stdout, rows, "commands", true)
+	writeCurve(stdout, rows, "commands")
 	for _, r := range rows {
-		if len(r.runs) > 0 && r.errors() > 0 {
-			fmt.Fprintf(stdout, "\nclients %d: first error: %v\n", r.clients, r.firstErr())
-		}
 		if n := dups[r.clients]; n > 0 {
 			fmt.Fprintf(stdout, "\nclients %d: %d commands answered duplicate over the runs (resubmitted by the cluster after a leader change; committed once, counted as success)\n", r.clients, n)
 		}
 	}
-	for _, r := range rows {
-		for _, x := range r.runs {
-			if len(x.Lat) == 0 {
-				return fmt.Errorf("clients %d: no command committed: %v", r.clients, x.FirstErr)
-			}
-		}
-	}
-	return nil
+	return reportErrors(stdout, rows, "clients", "command committed")
 }

@@ -8,8 +8,6 @@ import (
 	"os"
 	"runtime/pprof"
 	"time"
-
-	"github.com/surgefund/surge/node"
 )
 
 // runServe starts one node in this process, prints its URL on stdout and
@@ -34,20 +32,12 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return err
 	}
 	defer cleanup()
-	ports, err := freePorts(3)
+	cfgs, err := inprocConfigs(dir, 1)
 	if err != nil {
 		return err
 	}
-	cfg := node.DefaultConfig()
-	cfg.DataDir = dir + "/n1"
-	cfg.Name = "serve"
-	cfg.HTTPAddr = fmt.Sprintf("127.0.0.1:%d", ports[0])
-	cfg.GossipAddr = fmt.Sprintf("127.0.0.1:%d", ports[1])
-	cfg.RaftAddr = fmt.Sprintf("127.0.0.1:%d", ports[2])
-	cfg.Advertise = "127.0.0.1"
-	cfg.RateLimit = 0
-	cfg.DevSecret = devSecret
-	c, err := startInproc(ctx, dir, []node.Config{cfg})
+	cfgs[0].Join = nil // alone: it bootstraps itself
+	c, err := startInproc(ctx, dir, cfgs)
 	if err != nil {
 		return err
 	}

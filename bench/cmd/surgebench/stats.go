@@ -21,8 +21,8 @@ type latencies []time.Duration
 
 // summary is the distribution of one set of latencies.
 type summary struct {
-	N                  int
-	P50, P90, P99, Max time.Duration
+	N             int
+	P50, P99, Max time.Duration
 }
 
 func summarize(d []time.Duration) summary {
@@ -35,7 +35,7 @@ func summarize(d []time.Duration) summary {
 		i := int(math.Ceil(q*float64(len(s)))) - 1
 		return s[max(0, min(i, len(s)-1))]
 	}
-	return summary{N: len(s), P50: at(0.50), P90: at(0.90), P99: at(0.99), Max: s[len(s)-1]}
+	return summary{N: len(s), P50: at(0.50), P99: at(0.99), Max: s[len(s)-1]}
 }
 
 func median(xs []float64) float64 {
@@ -132,49 +132,28 @@ func loadavg() string {
 	return strings.Join(f[:3], " ")
 }
 
-// procStatus reads VmRSS and VmHWM (bytes) of pid.
-func procStatus(pid int) (rss, hwm int64, err error) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return 0, 0, err
-	}
-	for _, l := range strings.Split(string(b), "\n") {
-		f := strings.Fields(l)
-		if len(f) < 2 {
-			continue
-		}
-		v, _ := strconv.ParseInt(f[1], 10, 64)
-		switch f[0] {
-		case "VmRSS:":
-			rss = v * 1024
-		case "VmHWM:":
-			hwm = v * 1024
-		}
-	}
-	return rss, hwm, nil
-}
+// procMem is the memory of a process from /proc/PID/status, in bytes:
+// resident set, its high-water mark, and the resident set split into
+// anonymous pages (heap and stacks) and file pages mapped in (Badger mmaps
+// its tables and value logs).
+type procMem struct{ rss, hwm, anon, file int64 }
 
-// procRSSParts reads RssAnon and RssFile (bytes) of pid: heap and stacks
-// against file pages mapped in (Badger mmaps its tables and value logs).
-func procRSSParts(pid int) (anon, file int64) {
+func readProcMem(pid int) (procMem, error) {
+	var m procMem
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
-		return 0, 0
+		return m, err
 	}
+	fields := map[string]*int64{"VmRSS:": &m.rss, "VmHWM:": &m.hwm, "RssAnon:": &m.anon, "RssFile:": &m.file}
 	for _, l := range strings.Split(string(b), "\n") {
 		f := strings.Fields(l)
-		if len(f) < 2 {
+		if len(f) < 2 || fields[f[0]] == nil {
 			continue
 		}
 		v, _ := strconv.ParseInt(f[1], 10, 64)
-		switch f[0] {
-		case "RssAnon:":
-			anon = v * 1024
-		case "RssFile:":
-			file = v * 1024
-		}
+		*fields[f[0]] = v * 1024
 	}
-	return anon, file
+	return m, nil
 }
 
 // clockTick is USER_HZ; 100 on every Linux we run on.

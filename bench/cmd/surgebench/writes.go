@@ -17,7 +17,6 @@ type testCluster struct {
 	bases []string
 	pids  func() []int
 	close func()
-	procs *procCluster // nil in-process
 }
 
 // startTestCluster starts 3 nodes: processes of the node binary, or (for
@@ -39,13 +38,8 @@ func startTestCluster(ctx context.Context, dir, bin string, inprocess bool, log 
 	if err != nil {
 		return nil, err
 	}
-	pc, err := newProcCluster(dir, bin, 3, log)
+	pc, err := startProcCluster(ctx, dir, bin, 3, log)
 	if err != nil {
-		return nil, err
-	}
-	log.printf("starting 3 node processes in %s", dir)
-	if err := pc.start(ctx); err != nil {
-		pc.close()
 		return nil, err
 	}
 	pids := func() []int {
@@ -57,7 +51,7 @@ func startTestCluster(ctx context.Context, dir, bin string, inprocess bool, log 
 		}
 		return out
 	}
-	return &testCluster{bases: pc.bases(), pids: pids, close: pc.close, procs: pc}, nil
+	return &testCluster{bases: pc.bases(), pids: pids, close: pc.close}, nil
 }
 
 func sumCPU(pids []int) time.Duration {
@@ -79,8 +73,7 @@ func runWrites(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		return err
 	}
 	defer hc.close()
-	f, tc, client := &hc.f, hc.tc, hc.client
-	var sub subRecorder
+	f, tc, client, sub := &hc.f, hc.tc, hc.client, &hc.sub
 	op := func(ctx context.Context, w, _ int) error {
 		n := len(tc.bases)
 		t0 := time.Now()
@@ -97,7 +90,7 @@ func runWrites(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		return nil
 	}
 
-	rows, err := hc.run(ctx, op, &sub, 0, "confirmations acknowledged")
+	rows, err := hc.run(ctx, op, 0, "confirmations acknowledged")
 	if err != nil {
 		return err
 	}
@@ -132,17 +125,7 @@ func runWrites(ctx context.Context, args []string, stdout, stderr io.Writer) err
 			fmtInt(r.cpuPerOp(func(x runResult) time.Duration { return x.CPU })))
 	}
 	t.write(stdout)
-	for _, r := range rows {
-		if r.errors() > 0 {
-			fmt.Fprintf(stdout, "\nclients %d: first error: %v\n", r.clients, r.firstErr())
-		}
-		for _, x := range r.runs {
-			if len(x.Lat) == 0 {
-				return fmt.Errorf("clients %d: no donation confirmed: %v", r.clients, x.FirstErr)
-			}
-		}
-	}
-	return nil
+	return reportErrors(stdout, rows, "clients", "donation confirmed")
 }
 
 // httpCurve is what the HTTP load curves (writes, journeys) share: the
@@ -154,6 +137,7 @@ type httpCurve struct {
 	log       *progress
 	tc        *testCluster
 	client    *http.Client
+	sub       subRecorder // the requests inside one operation
 	inprocess bool
 	cleanup   func()
 }
@@ -197,8 +181,8 @@ func (hc *httpCurve) close() {
 // Operations cut off may have committed without an ack, so the total may
 // grow by more, never by less; what names the acknowledged operations in
 // the error.
-func (hc *httpCurve) run(ctx context.Context, op func(ctx context.Context, worker, seq int) error, sub *subRecorder, settle time.Duration, what string) ([]*curveRow, error) {
-	tc, client := hc.tc, hc.client
+func (hc *httpCurve) run(ctx context.Context, op func(ctx context.Context, worker, seq int) error, settle time.Duration, what string) ([]*curveRow, error) {
+	tc, client, sub := hc.tc, hc.client, &hc.sub
 	last, err := syncedTotal(ctx, client, tc.bases[0])
 	if err != nil {
 		return nil, err
@@ -220,7 +204,6 @@ func (hc *httpCurve) run(ctx context.Context, op func(ctx context.Context, worke
 		if got < int64(len(r.Lat)) {
 			return fmt.Errorf("clients %d: %d %s but the total grew by only %d", r.Clients, len(r.Lat), what, got)
 		}
-		r.Note = fmt.Sprintf("total +%d for %d acks", got, len(r.Lat))
 		cpu0 = sumCPU(pids)
 		return nil
 	}

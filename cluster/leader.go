@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"sort"
@@ -86,10 +87,15 @@ func (c *Cluster) leaderLoop(ctx context.Context, ls *leaderState) {
 
 	timer := time.NewTimer(0)
 	defer timer.Stop()
+	snapCheck := time.NewTimer(leaderSnapshotDelay)
+	defer snapCheck.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return
+		case <-snapCheck.C:
+			c.snapshotIfBehind()
+			continue
 		case <-c.events:
 			// Debounce a burst of events into one pass.
 			if !sleepCtx(ctx, 20*time.Millisecond) {
@@ -113,6 +119,41 @@ func (c *Cluster) leaderLoop(ctx context.Context, ls *leaderState) {
 		}
 		timer.Reset(next)
 	}
+}
+
+// leaderSnapshotDelay is how long a new leader waits before it checks
+// whether its newest snapshot is far behind its log (snapshotIfBehind):
+// long enough to keep the snapshot's CPU away from the first writes after
+// a failover.
+var leaderSnapshotDelay = 5 * time.Second
+
+// snapshotIfBehind takes a snapshot when the log holds SnapshotThreshold
+// or more entries after the newest one. A node that joins is sent the
+// leader's newest snapshot and then every entry after it, and applying an
+// entry costs it far more than restoring one (BENCHMARKS.md §0): after a
+// restart that followed a burst of writes the newest snapshot can be
+// hundreds of thousands of entries old, and Raft's own check only runs
+// 1-2 SnapshotIntervals after the start. This takes that snapshot once,
+// early in the term, instead; it is the one Raft's check would take.
+func (c *Cluster) snapshotIfBehind() {
+	if c.raft.State() != raft.Leader {
+		return
+	}
+	var snapIndex uint64
+	if metas, err := c.snaps.List(); err == nil && len(metas) > 0 {
+		snapIndex = metas[0].Index
+	}
+	last := c.raft.LastIndex()
+	if last < snapIndex+c.cfg.SnapshotThreshold {
+		return
+	}
+	c.log.Info("taking a snapshot: the newest is far behind the log", "snapshot_index", snapIndex, "last_index", last)
+	f := c.raft.Snapshot()
+	go func() {
+		if err := f.Error(); err != nil && !errors.Is(err, raft.ErrNothingNewToSnapshot) {
+			c.log.Warn("snapshot after gaining leadership", "err", err)
+		}
+	}()
 }
 
 // quorum is the majority of n voters.

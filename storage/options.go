@@ -5,12 +5,14 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/dgraph-io/badger/v4"
 	"github.com/dgraph-io/badger/v4/options"
+	"golang.org/x/sys/unix"
 )
 
 // Sentinel errors callers branch on.
@@ -70,11 +72,65 @@ func openBadger(dir string, opts badger.Options) (*badger.DB, error) {
 	if err := os.MkdirAll(dir, 0o750); err != nil {
 		return nil, fmt.Errorf("create dir %s: %w", dir, err)
 	}
+	if err := removeEmptyLogs(dir, opts.Logger); err != nil {
+		return nil, err
+	}
 	db, err := badger.Open(opts)
 	if err != nil {
 		return nil, fmt.Errorf("open badger %s: %w", dir, err)
 	}
 	return db, nil
+}
+
+// removeEmptyLogs deletes empty memtable WALs (.mem) and value-log files
+// (.vlog) in dir before Badger opens it. Badger deletes such a file by
+// truncating it to zero and then removing it, and creates one before it
+// writes its 20-byte header; a process killed in between leaves an empty
+// file, and Open then fails on it every time ("Create a new file",
+// dgraph-io/badger#2207, still open in v4.9.6). An empty file holds
+// nothing, not even the header every written one starts with, so nothing
+// is lost. TestCrashKillDuringRestore found this: a kill during a Close
+// left the current generation unopenable.
+//
+// It holds the lock Badger takes on the directory (flock on the directory
+// itself) while it looks, so it never touches the files of a DB another
+// process has open; if the lock is taken it does nothing, and Badger's Open
+// reports the lock.
+func removeEmptyLogs(dir string, logger badger.Logger) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return fmt.Errorf("open dir %s: %w", dir, err)
+	}
+	defer d.Close() // releases the lock
+	if err := unix.Flock(int(d.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
+		return nil
+	}
+	ents, err := d.ReadDir(-1)
+	if err != nil {
+		return fmt.Errorf("list %s: %w", dir, err)
+	}
+	removed := false
+	for _, e := range ents {
+		name := e.Name()
+		if e.IsDir() || !(strings.HasSuffix(name, ".mem") || strings.HasSuffix(name, ".vlog")) {
+			continue
+		}
+		fi, err := e.Info()
+		if err != nil || fi.Size() != 0 {
+			continue
+		}
+		if err := os.Remove(filepath.Join(dir, name)); err != nil {
+			return fmt.Errorf("remove empty %s: %w", name, err)
+		}
+		if logger != nil {
+			logger.Warningf("removed %s: empty, left by a process killed while Badger created or deleted it", name)
+		}
+		removed = true
+	}
+	if removed {
+		return syncDir(dir)
+	}
+	return nil
 }
 
 // badgerLogger bridges Badger's printf logger into slog. Badger logs a lot

@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"time"
 	"unicode/utf8"
 
 	"github.com/dgraph-io/badger/v4"
@@ -208,8 +209,10 @@ func (f *FSM) restore(r io.Reader, atLeast uint64) error {
 	if f.closed {
 		return ErrClosed
 	}
+	start := time.Now()
 	old := f.cur
 	n := old.num + 1
+	f.logger.Info("restoring fsm from snapshot stream", "generation", n)
 	dir := filepath.Join(f.dir, genName(n))
 	if err := removeGeneration(dir); err != nil {
 		return fmt.Errorf("restore: %w", err)
@@ -235,23 +238,33 @@ func (f *FSM) restore(r io.Reader, atLeast uint64) error {
 	f.mu.Unlock()
 	f.release(old) // drops its "current" reference; the last reader closes and deletes it
 
-	f.logger.Info("fsm restored", "generation", n, "applied_index", st.applied, "donations", st.count)
+	f.logger.Info("fsm restored", "generation", n, "applied_index", st.applied, "donations", st.count,
+		"took", time.Since(start).Round(time.Millisecond))
 	return nil
 }
 
 // loadGeneration streams a snapshot into a new Badger DB in dir, verifies
-// it, and makes it durable: Close flushes every memtable into synced
-// tables, then the DB is opened again for service.
+// it, and makes it durable. The records go through a StreamWriter, which
+// writes them as tables straight into the bottom level (the stream is
+// sorted, and readSnapshot checks the order before each record reaches
+// it); the tables are synced as they are written, Flush syncs the
+// directory, and Close writes out the memtable (only the raised applied
+// index can be in it) and syncs the manifest. The DB is then opened again
+// with the normal options for service.
 func (f *FSM) loadGeneration(dir string, r io.Reader, atLeast uint64) (*badger.DB, stats, error) {
-	db, err := openBadger(dir, badgerOptions(dir, false, f.logger))
+	db, err := openBadger(dir, loadOptions(dir, f.logger))
 	if err != nil {
 		return nil, stats{}, err
 	}
-	wb := db.NewWriteBatch()
-	defer wb.Cancel()
-	st, err := readSnapshot(r, wb.Set)
-	if err == nil {
-		err = wb.Flush()
+	l, err := newBulkLoader(db)
+	if err != nil {
+		return nil, stats{}, errors.Join(err, db.Close())
+	}
+	st, err := readSnapshot(r, l.put)
+	if err != nil {
+		l.cancel()
+	} else {
+		err = l.finish()
 	}
 	if err == nil && atLeast > st.applied {
 		st.applied = atLeast
@@ -307,9 +320,12 @@ func (f *FSM) WriteSnapshot(w io.Writer) error {
 }
 
 // readSnapshot checks the stream record by record, handing each record to
-// put (when not nil), then checks the trailer and that the totals and
-// count agree with the donations. Stream faults wrap ErrBadSnapshot; the
-// caller must not commit what put received unless readSnapshot succeeds.
+// put (when not nil) only after it passed every check of its own (keys
+// strictly ascending among them), then checks the trailer and that the
+// totals and count agree with the donations. Stream faults wrap
+// ErrBadSnapshot; the caller must not commit what put received unless
+// readSnapshot succeeds. Key and value are only valid during the call to
+// put, which must copy what it keeps.
 func readSnapshot(r io.Reader, put func(key, val []byte) error) (stats, error) {
 	sr := &snapReader{r: bufio.NewReaderSize(r, snapBufferSize), crc: crc32.New(castagnoli)}
 	hdr := sr.read(len(snapMagic) + 4)
@@ -335,31 +351,30 @@ func readSnapshot(r io.Reader, put func(key, val []byte) error) (stats, error) {
 
 	var (
 		n         uint64
-		prev      []byte
+		key, prev []byte // copies: the value is only valid until the next read
 		st        = stats{totals: totalsMap{}}
 		sum       = totalsMap{}
 		donations int64
 	)
 	for {
-		tag := sr.read(1)
+		tag := sr.byte()
 		if sr.err != nil {
 			return stats{}, badSnapshot("record %d: %v", n, sr.err)
 		}
-		if tag[0] == snapEnd {
+		if tag == snapEnd {
 			break
 		}
-		if tag[0] != snapRecord {
-			return stats{}, badSnapshot("record %d: unknown tag %#x", n, tag[0])
+		if tag != snapRecord {
+			return stats{}, badSnapshot("record %d: unknown tag %#x", n, tag)
 		}
-		key := sr.chunk(maxSnapKeyLen)
+		key = append(key[:0], sr.chunk(maxSnapKeyLen)...)
 		val := sr.chunk(maxSnapValLen)
 		if sr.err != nil {
 			return stats{}, badSnapshot("record %d: %v", n, sr.err)
 		}
-		if prev != nil && bytes.Compare(key, prev) <= 0 {
+		if n > 0 && bytes.Compare(key, prev) <= 0 {
 			return stats{}, badSnapshot("record %d: key %q out of order", n, key)
 		}
-		prev = key
 		if err := checkRecord(key, val, &st, sum, &donations); err != nil {
 			return stats{}, badSnapshot("record %d (%q): %v", n, key, err)
 		}
@@ -368,16 +383,20 @@ func readSnapshot(r io.Reader, put func(key, val []byte) error) (stats, error) {
 				return stats{}, fmt.Errorf("write record %d: %w", n, err)
 			}
 		}
+		key, prev = prev, key
 		n++
 	}
-	count := sr.read(8)
+	var count uint64
+	if b := sr.read(8); sr.err == nil {
+		count = binary.BigEndian.Uint64(b)
+	}
 	want := sr.crc.Sum32()
 	got := sr.read(4)
 	if sr.err != nil {
 		return stats{}, badSnapshot("trailer: %v", sr.err)
 	}
-	if c := binary.BigEndian.Uint64(count); c != n {
-		return stats{}, badSnapshot("trailer counts %d records, stream has %d", c, n)
+	if count != n {
+		return stats{}, badSnapshot("trailer counts %d records, stream has %d", count, n)
 	}
 	if c := binary.BigEndian.Uint32(got); c != want {
 		return stats{}, badSnapshot("checksum %08x, computed %08x", c, want)
@@ -448,36 +467,53 @@ func badSnapshot(format string, a ...any) error {
 }
 
 // snapReader reads the stream, feeding every byte into the checksum; the
-// first error sticks.
+// first error sticks. What it returns is only valid until its next call
+// (it points into the buffered reader's buffer when it fits there), so
+// that reading a record allocates nothing.
 type snapReader struct {
 	r   *bufio.Reader
 	crc hash.Hash32
 	err error
 }
 
+// read returns the next n bytes.
 func (s *snapReader) read(n int) []byte {
 	if s.err != nil {
 		return nil
 	}
-	var b []byte
-	if n <= snapBufferSize {
-		b = make([]byte, n)
-		if _, err := io.ReadFull(s.r, b); err != nil {
+	if n <= s.r.Size() {
+		b, err := s.r.Peek(n)
+		if err != nil {
 			s.err = readErr(err)
 			return nil
 		}
-	} else {
-		// A length read from the stream: grow with the bytes that really
-		// arrive instead of trusting it with one big allocation.
-		var buf bytes.Buffer
-		if _, err := io.CopyN(&buf, s.r, int64(n)); err != nil {
-			s.err = readErr(err)
-			return nil
-		}
-		b = buf.Bytes()
+		s.consume(b)
+		return b
 	}
+	// A length read from the stream: grow with the bytes that really
+	// arrive instead of trusting it with one big allocation.
+	var buf bytes.Buffer
+	if _, err := io.CopyN(&buf, s.r, int64(n)); err != nil {
+		s.err = readErr(err)
+		return nil
+	}
+	b := buf.Bytes()
 	_, _ = s.crc.Write(b)
 	return b
+}
+
+// consume checksums b, which Peek returned, and moves past it. The bytes
+// stay where they are until the next read from s.r.
+func (s *snapReader) consume(b []byte) {
+	_, _ = s.crc.Write(b)
+	_, _ = s.r.Discard(len(b))
+}
+
+func (s *snapReader) byte() byte {
+	if b := s.read(1); b != nil {
+		return b[0]
+	}
+	return 0
 }
 
 // readErr reports a short read as truncation and keeps any other error
@@ -489,31 +525,27 @@ func readErr(err error) error {
 	return err
 }
 
+// chunk reads a uvarint length of at most max and that many bytes.
 func (s *snapReader) chunk(max uint64) []byte {
 	if s.err != nil {
 		return nil
 	}
-	var lb [binary.MaxVarintLen64]byte
-	i := 0
-	for {
-		c := s.read(1)
-		if s.err != nil {
-			return nil
-		}
-		lb[i] = c[0]
-		i++
-		if c[0] < 0x80 {
-			break
-		}
-		if i == len(lb) {
-			s.err = errors.New("bad length")
-			return nil
-		}
-	}
-	n, k := binary.Uvarint(lb[:i])
-	if k <= 0 || n > max {
+	// Fewer than MaxVarintLen64 bytes can be left (a short value at the
+	// end); Peek then returns them with an error, which only matters if
+	// they do not hold a whole varint.
+	b, perr := s.r.Peek(binary.MaxVarintLen64)
+	n, k := binary.Uvarint(b)
+	switch {
+	case k == 0 && perr != nil:
+		s.err = readErr(perr)
+		return nil
+	case k <= 0:
+		s.err = errors.New("bad length")
+		return nil
+	case n > max:
 		s.err = fmt.Errorf("length %d over the limit %d", n, max)
 		return nil
 	}
+	s.consume(b[:k])
 	return s.read(int(n))
 }

@@ -1,13 +1,20 @@
 package storage
 
 import (
-	"bytes"
 	"crypto/rand"
 	"encoding/hex"
+	"flag"
 	"fmt"
 	"hash/crc32"
-	"io"
+	"os"
+	"path/filepath"
+	"runtime"
+	"runtime/debug"
+	"runtime/pprof"
+	"strconv"
+	"strings"
 	"testing"
+	"time"
 
 	"github.com/dgraph-io/badger/v4"
 	"github.com/hashicorp/raft"
@@ -88,22 +95,152 @@ func BenchmarkSnapshotPersist(b *testing.B) {
 	}
 }
 
-// BenchmarkSnapshotRestore restores the snapshot of the FSM into another
-// FSM (decompress, verify, WriteBatch, close, reopen, switch generation).
-func BenchmarkSnapshotRestore(b *testing.B) {
-	src := realisticFSM(b, benchDonations)
-	var buf bytes.Buffer
-	if err := src.WriteSnapshot(&buf); err != nil {
+// restoreDonations sets the size of BenchmarkSnapshotRestore's snapshot;
+// a fresh node joining the cluster restores 1,000,000 or more, where the
+// default run is quick:
+//
+//	go test -run x -bench SnapshotRestore -benchtime 1x ./storage/ -args -restore-donations 1000000
+//
+// With SURGE_BENCH_SNAP_DIR set, the snapshot is kept there as
+// restore-<n>.snap and reused by later runs (building 1 M donations through
+// ApplyBatch takes minutes).
+var (
+	restoreDonations = flag.Int("restore-donations", benchDonations, "donations in BenchmarkSnapshotRestore's snapshot")
+	restoreProfile   = flag.String("restore-cpuprofile", "", "write a CPU profile of BenchmarkSnapshotRestore's restores only (not its set-up) to this file")
+)
+
+// restoreSnapshotFile returns a snapshot stream of n realistic confirmed
+// donations in a file.
+func restoreSnapshotFile(b *testing.B, n int) string {
+	b.Helper()
+	dir := os.Getenv("SURGE_BENCH_SNAP_DIR")
+	if dir == "" {
+		dir = b.TempDir()
+	}
+	path := filepath.Join(dir, fmt.Sprintf("restore-%d.snap", n))
+	if _, err := os.Stat(path); err == nil {
+		return path
+	}
+	src := realisticFSM(b, n)
+	fh, err := os.Create(path + ".tmp")
+	if err != nil {
 		b.Fatal(err)
 	}
+	err = src.WriteSnapshot(fh)
+	if cerr := fh.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(path+".tmp", path)
+	}
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := src.Close(); err != nil {
+		b.Fatal(err)
+	}
+	return path
+}
+
+// BenchmarkSnapshotRestore restores a snapshot of n confirmed donations
+// from a file into another FSM (decompress, verify, load the new
+// generation, make it durable, switch), and reports per donation the wall
+// time and the CPU of the whole process (Badger's goroutines included), and
+// the peak RSS and anonymous memory of the process during the restore
+// above what it held before (sampled every 2 ms, and VmHWM).
+func BenchmarkSnapshotRestore(b *testing.B) {
+	n := *restoreDonations
+	path := restoreSnapshotFile(b, n)
 	dst := openTestFSM(b, b.TempDir())
-	b.ResetTimer()
-	for b.Loop() {
-		if err := dst.Restore(io.NopCloser(bytes.NewReader(buf.Bytes()))); err != nil {
+	runtime.GC()
+	debug.FreeOSMemory()
+	base := readMem(b)
+	peak := base
+	if *restoreProfile != "" {
+		pf, err := os.Create(*restoreProfile)
+		if err != nil {
 			b.Fatal(err)
 		}
+		if err := pprof.StartCPUProfile(pf); err != nil {
+			b.Fatal(err)
+		}
+		defer func() { pprof.StopCPUProfile(); pf.Close() }()
 	}
-	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*benchDonations), "ns/donation")
+	b.ResetTimer()
+	cpu := processCPU()
+	for b.Loop() {
+		fh, err := os.Open(path)
+		if err != nil {
+			b.Fatal(err)
+		}
+		resetHWM()
+		stop := sampleMem(b, &peak)
+		err = dst.Restore(fh)
+		stop()
+		if err != nil {
+			b.Fatal(err)
+		}
+		if dst.Count() != int64(n) {
+			b.Fatalf("restored %d donations, want %d", dst.Count(), n)
+		}
+	}
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*n), "ns/donation")
+	b.ReportMetric(float64((processCPU()-cpu).Nanoseconds())/float64(b.N*n), "cpu-ns/donation")
+	b.ReportMetric(float64(peak.rss-base.rss)/1024, "peak-rss-MiB")
+	b.ReportMetric(float64(peak.anon-base.anon)/1024, "peak-anon-MiB")
+	b.ReportMetric(float64(peak.hwm-base.rss)/1024, "hwm-MiB")
+}
+
+// procMem is what /proc/self/status says about memory, in KiB.
+type procMem struct{ rss, anon, hwm int64 }
+
+func readMem(b *testing.B) procMem {
+	b.Helper()
+	raw, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		b.Skipf("no /proc: %v", err)
+	}
+	var m procMem
+	for _, l := range strings.Split(string(raw), "\n") {
+		k, v, ok := strings.Cut(l, ":")
+		if !ok {
+			continue
+		}
+		n, _ := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
+		switch k {
+		case "VmRSS":
+			m.rss = n
+		case "RssAnon":
+			m.anon = n
+		case "VmHWM":
+			m.hwm = n
+		}
+	}
+	return m
+}
+
+// resetHWM resets VmHWM to the current RSS (Linux: clear_refs 5).
+func resetHWM() { _ = os.WriteFile("/proc/self/clear_refs", []byte("5"), 0) }
+
+// sampleMem keeps the maximum of each figure in *peak until stop is called.
+func sampleMem(b *testing.B, peak *procMem) (stop func()) {
+	done := make(chan struct{})
+	finished := make(chan struct{})
+	go func() {
+		defer close(finished)
+		t := time.NewTicker(2 * time.Millisecond)
+		defer t.Stop()
+		for {
+			m := readMem(b)
+			peak.rss, peak.anon, peak.hwm = max(peak.rss, m.rss), max(peak.anon, m.anon), max(peak.hwm, m.hwm)
+			select {
+			case <-done:
+				return
+			case <-t.C:
+			}
+		}
+	}()
+	return func() { close(done); <-finished }
 }
 
 type countWriter struct{ n int64 }

@@ -288,16 +288,7 @@ func TestRestoreRejectsBadStreams(t *testing.T) {
 			if err := CheckSnapshot(bytes.NewReader(tests[name])); !errors.Is(err, ErrBadSnapshot) {
 				t.Fatalf("CheckSnapshot: err = %v, want ErrBadSnapshot", err)
 			}
-			err := restoreBytes(f, tests[name])
-			if !errors.Is(err, ErrBadSnapshot) {
-				t.Fatalf("err = %v, want ErrBadSnapshot", err)
-			}
-			if got := fingerprintOf(t, f); !reflect.DeepEqual(want, got) {
-				t.Fatal("a refused restore changed the state")
-			}
-			if gens := generations(t, f.dir); len(gens) != 1 {
-				t.Fatalf("refused restore left generations %v", gens)
-			}
+			requireRefused(t, f, want, tests[name])
 		})
 	}
 	mustVerify(t, f)
@@ -587,4 +578,20 @@ func FuzzCheckSnapshot(f *testing.F) {
 			t.Fatalf("error does not wrap ErrBadSnapshot: %v", err)
 		}
 	})
+}
+
+// requireRefused restores stream into f and fails unless the restore is
+// refused with ErrBadSnapshot and leaves f's state (want) and its single
+// generation as they were.
+func requireRefused(t *testing.T, f *FSM, want fingerprint, stream []byte) {
+	t.Helper()
+	if err := restoreBytes(f, stream); !errors.Is(err, ErrBadSnapshot) {
+		t.Fatalf("err = %v, want ErrBadSnapshot", err)
+	}
+	if got := fingerprintOf(t, f); !reflect.DeepEqual(want, got) {
+		t.Fatal("a refused restore changed the state")
+	}
+	if gens := generations(t, f.dir); len(gens) != 1 {
+		t.Fatalf("refused restore left generations %v", gens)
+	}
 }

@@ -229,7 +229,7 @@ func (n *Node) mountOperatorSurface(reg *prometheus.Registry) error {
 		return err
 	}
 	e := n.web.Echo()
-	e.Pre(httpMetrics.Middleware())
+	n.web.UseMetrics(httpMetrics) // echo Pre middleware, and the hot path counts into the same series
 	acfg := web.DefaultAdminConfig()
 	acfg.Token = n.cfg.AdminToken
 	acfg.Logger = n.logger.With("component", "admin")

@@ -63,22 +63,33 @@ func (s *Server) encodeTotal(t donation.Totals) *totalBody {
 // handleTotal serves GET /api/v1/total from local state. The encoded body
 // is cached until the total changes, so the common case allocates nothing.
 func (s *Server) handleTotal(c echo.Context) error {
+	tb := s.currentTotal()
+	w := c.Response()
+	tb.setHeaders(w.Header())
+	w.WriteHeader(http.StatusOK)
+	if c.Request().Method != http.MethodHead {
+		_, _ = w.Write(tb.body)
+	}
+	return nil
+}
+
+// currentTotal is the encoded total for the ledger's totals now. The hot
+// path (hot.go) answers from it too.
+func (s *Server) currentTotal() *totalBody {
 	t := s.ledger.Totals(s.campaign.Currency)
 	tb := s.total.Load()
 	if tb == nil || tb.t != t {
 		tb = s.encodeTotal(t)
 		s.total.Store(tb)
 	}
-	w := c.Response()
-	h := w.Header()
+	return tb
+}
+
+// setHeaders sets the headers of a 200 answer with this body.
+func (tb *totalBody) setHeaders(h http.Header) {
 	h["Content-Type"] = ctypeJSON
 	h["Cache-Control"] = cacheTotal
 	h["Content-Length"] = tb.length
-	w.WriteHeader(http.StatusOK)
-	if c.Request().Method != http.MethodHead {
-		_, _ = w.Write(tb.body)
-	}
-	return nil
 }
 
 type donationJSON struct {

@@ -86,6 +86,12 @@ type Config struct {
 	MaxHeaderBytes    int
 	Logger            *slog.Logger
 	Version           string
+
+	// DisableHotPath turns off the hot path (hot.go): every request is
+	// then read and answered by net/http and echo. By default the
+	// pre-rendered pages, the hashed assets and the total are answered
+	// below net/http (DESIGN.md, "Hot path").
+	DisableHotPath bool
 }
 
 // DefaultConfig returns the defaults; the caller fills PublicURL, Site and
@@ -228,8 +234,11 @@ type Server struct {
 	edge       edge
 	returnPoll time.Duration // how often a waiting return re-reads the ledger
 
+	metrics atomic.Pointer[Metrics] // set by UseMetrics; the hot path counts into it
+
 	mu       sync.Mutex
 	srv      *http.Server
+	hot      *hotServer // nil when the hot path is off
 	started  bool
 	closed   bool
 	cancel   context.CancelFunc
@@ -383,6 +392,15 @@ func (s *Server) Campaign() Campaign { return s.campaign }
 // error handler.
 func (s *Server) Echo() *echo.Echo { return s.echo }
 
+// UseMetrics records the HTTP metrics of every request in m: it installs
+// m's middleware in echo (Pre) and lets the hot path count its answers in
+// the same series. Call it once, before Serve. Other middleware added to
+// Echo() does not see the requests the hot path answers.
+func (s *Server) UseMetrics(m *Metrics) {
+	s.metrics.Store(m)
+	s.echo.Pre(m.Middleware())
+}
+
 // Handler returns the node's HTTP handler: the edge middleware (security
 // headers, request ID, access log, recovery) in front of echo.
 func (s *Server) Handler() http.Handler { return &s.edge }
@@ -446,6 +464,16 @@ func (s *Server) Serve(ln net.Listener) error {
 		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
 	}
 	srv := s.srv
+	if !s.cfg.DisableHotPath && ln != nil && len(s.echo.Routers()) == 0 {
+		hot, err := newHotServer(s, ln)
+		if err != nil {
+			s.mu.Unlock()
+			return fmt.Errorf("serve: %w", err)
+		}
+		s.hot = hot
+		ln = hot.listener()
+		hot.start()
+	}
 	s.mu.Unlock()
 	if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
 		return fmt.Errorf("serve http: %w", err)
@@ -456,27 +484,50 @@ func (s *Server) Serve(ln net.Listener) error {
 // Shutdown stops taking connections, waits for requests in flight (until
 // ctx ends), and stops the render loop. It is idempotent.
 func (s *Server) Shutdown(ctx context.Context) error {
-	return s.stop(func(srv *http.Server) error { return srv.Shutdown(ctx) })
+	return s.stop(ctx, false)
 }
 
 // Close stops at once, closing connections in flight. It is idempotent.
 func (s *Server) Close() error {
-	return s.stop(func(srv *http.Server) error { return srv.Close() })
+	return s.stop(context.Background(), true)
 }
 
-func (s *Server) stop(stopHTTP func(*http.Server) error) error {
+// stop stops the hot path's listener (new connections), then net/http,
+// then waits for the hot connections: idle ones close at once, busy ones
+// after the answer they are writing (or all at once when force is set or
+// ctx ends).
+func (s *Server) stop(ctx context.Context, force bool) error {
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()
 		return s.closeErr
 	}
 	s.closed = true
-	srv, cancel := s.srv, s.cancel
+	srv, cancel, hot := s.srv, s.cancel, s.hot
 	s.mu.Unlock()
 	var errs []error
+	if hot != nil {
+		hot.stopAccepting()
+		if force {
+			hot.closeAll()
+		} else {
+			hot.closeIdle()
+		}
+	}
 	if srv != nil {
-		if err := stopHTTP(srv); err != nil {
+		var err error
+		if force {
+			err = srv.Close()
+		} else {
+			err = srv.Shutdown(ctx)
+		}
+		if err != nil {
 			errs = append(errs, fmt.Errorf("stop http server: %w", err))
+		}
+	}
+	if hot != nil {
+		if err := hot.wait(ctx); err != nil {
+			errs = append(errs, fmt.Errorf("stop hot path: %w", err))
 		}
 	}
 	if cancel != nil {

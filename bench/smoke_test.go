@@ -95,8 +95,12 @@ func TestSmoke(t *testing.T) {
 		wantAll(t, out, "## failover", "| **median** |", "leader changes", "nothing acknowledged was lost")
 	})
 	t.Run("catchup", func(t *testing.T) {
-		out := runSmoke(t, 3*time.Minute, nil, sb, "catchup", "--smoke", nodeBin)
-		wantAll(t, out, "## catch-up", "| n1 |", "| n4 |", "Right total")
+		// The first run loads and saves its data set, the second reuses it.
+		set := filepath.Join(t.TempDir(), "set")
+		out := runSmoke(t, 3*time.Minute, nil, sb, "catchup", "--smoke", nodeBin, "--reuse", set)
+		wantAll(t, out, "## catch-up", "| n1 |", "| n4 |", "Right total", "Where the time goes")
+		out = runSmoke(t, 3*time.Minute, nil, sb, "catchup", "--smoke", nodeBin, "--reuse", set)
+		wantAll(t, out, "## catch-up", "Load: reused the data set in "+set, "| n4 |", "Right total")
 	})
 	t.Run("serve", func(t *testing.T) {
 		out := runSmoke(t, time.Minute, nil, sb, "serve", "--smoke")

@@ -41,6 +41,10 @@ type Config struct {
 
 	RateLimit int // donation creations per minute per client IP; 0 disables
 
+	// HotPath serves the cacheable pages, assets and the total below
+	// net/http (web.Config.DisableHotPath is its opposite).
+	HotPath bool
+
 	// RaftMultiplier scales Raft's heartbeat, election and lease timeouts
 	// (1 = the LAN defaults; raise it on slow or overloaded machines).
 	RaftMultiplier int
@@ -62,6 +66,7 @@ func DefaultConfig() Config {
 		Provider:        "dev",
 		DevSecret:       "surge-dev-gateway-secret",
 		RateLimit:       30,
+		HotPath:         true,
 		RaftMultiplier:  1,
 		Version:         "dev",
 	}

@@ -179,6 +179,7 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	wcfg.Providers = []payment.Provider{n.dev}
 	wcfg.DefaultProvider = n.dev.Name()
 	wcfg.RateLimit.PerMinute = n.cfg.RateLimit
+	wcfg.DisableHotPath = !n.cfg.HotPath
 	wcfg.Logger = n.logger.With("component", "web")
 	wcfg.Version = n.cfg.Version
 	if n.web, err = web.NewServer(wcfg, n.fsm, n, n.cluster); err != nil {

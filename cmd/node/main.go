@@ -53,6 +53,7 @@ func run(args []string, stderr io.Writer) int {
 		return exitConfig
 	}
 	logger := newLogger(stderr, logOpts)
+	node.ApplyMemoryLimit(logOpts.memoryLimit, os.Getenv("GOMEMLIMIT")).Log(logger)
 	n, err := node.New(cfg, logger)
 	if err != nil {
 		fmt.Fprintf(stderr, "node: %v\n", err)
@@ -77,10 +78,17 @@ func run(args []string, stderr io.Writer) int {
 	return exitOK
 }
 
+// logOptions are the process-wide options: logging, and the Go runtime's
+// soft memory limit.
 type logOptions struct {
-	format string
-	level  slog.Level
+	format      string
+	level       slog.Level
+	memoryLimit node.ByteSize
 }
+
+// defaultMemoryLimit is --memory-limit's default: none (storage/DESIGN.md
+// "Memory limit" says why, and what to set in a container).
+const defaultMemoryLimit = 0
 
 func newLogger(w io.Writer, o logOptions) *slog.Logger {
 	ho := &slog.HandlerOptions{Level: o.level}
@@ -97,7 +105,7 @@ func parse(args []string, stderr io.Writer) (node.Config, logOptions, error) {
 	fs := flag.NewFlagSet("node", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	var join, logLevel string
-	lo := logOptions{format: "text"}
+	lo := logOptions{format: "text", memoryLimit: node.ByteSize{N: defaultMemoryLimit}}
 	fs.StringVar(&cfg.DataDir, "data-dir", cfg.DataDir, "directory for the Raft log, snapshots and donation state")
 	fs.StringVar(&cfg.Name, "name", cfg.Name, "human label of this node (default: hostname)")
 	fs.StringVar(&cfg.HTTPAddr, "http-addr", cfg.HTTPAddr, "host:port for pages, API and admin")
@@ -120,6 +128,8 @@ func parse(args []string, stderr io.Writer) (node.Config, logOptions, error) {
 	fs.DurationVar(&cfg.DevDelay, "dev-delay", cfg.DevDelay, "dev gateway: delay notifications by this long")
 	fs.IntVar(&cfg.RaftMultiplier, "raft-multiplier", cfg.RaftMultiplier, "scale Raft's timeouts (1 = LAN defaults, 300 ms; raise on slow or overloaded machines)")
 	fs.IntVar(&cfg.RateLimit, "rate-limit", cfg.RateLimit, "donations a client IP may start per minute; 0 disables")
+	fs.BoolVar(&cfg.HotPath, "hot-path", cfg.HotPath, "serve the cacheable pages, assets and total below net/http (false: every request through net/http)")
+	fs.Var(&lo.memoryLimit, "memory-limit", "Go soft memory limit (e.g. 100MiB; 0 = none): the garbage collector works harder as the heap nears it; set it to about two thirds of a container's memory limit. When not given, GOMEMLIMIT applies if set; when given, it wins over GOMEMLIMIT (logged as a warning)")
 	fs.StringVar(&lo.format, "log-format", lo.format, "log format: text or json")
 	fs.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	fs.Usage = func() {

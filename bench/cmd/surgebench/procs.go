@@ -100,6 +100,8 @@ type proc struct {
 	raft    string
 	args    []string // extra flags (join, bootstrap-expect, ...)
 	logPath string
+	cgroup  string   // when set, a memory cgroup dir the process runs in from its first instruction
+	env     []string // extra environment (KEY=value)
 
 	mu       sync.Mutex
 	cmd      *exec.Cmd
@@ -137,6 +139,14 @@ func (p *proc) start(ctx context.Context) error {
 		"--log-level", "info",
 	}, p.args...)
 	cmd := exec.Command(p.bin, args...)
+	if p.cgroup != "" {
+		// The shell enters the cgroup, then becomes the node (same pid), so
+		// every page the node touches is charged to its cgroup.
+		cmd = exec.Command("/bin/sh", append([]string{"-c", `echo $$ > "$0/cgroup.procs" && exec "$@"`, p.cgroup, p.bin}, args...)...)
+	}
+	if len(p.env) > 0 {
+		cmd.Env = append(os.Environ(), p.env...)
+	}
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
 		p.mu.Unlock()

@@ -1,0 +1,103 @@
+package main
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+func TestSmapsKind(t *testing.T) {
+	dd := "/d/n1/"
+	for path, want := range map[string]string{
+		"":                                 "anon",
+		"[heap]":                           "anon",
+		"[stack]":                          "anon",
+		"/d/n1/fsm/gen-000001/000012.sst":  "fsm .sst",
+		"/d/n1/fsm/gen-000001/00003.mem":   "fsm .mem",
+		"/d/n1/fsm/gen-000001/000001.vlog": "fsm .vlog",
+		"/d/n1/raft/000007.sst":            "raft .sst",
+		"/d/n1/raft/00009.mem":             "raft .mem",
+		"/d/n1/raft/000001.vlog":           "raft .vlog",
+		"/d/n1/fsm/MANIFEST":               "other file",
+		"/d/n2/raft/000007.sst":            "other file",
+		"/usr/lib/libc.so.6":               "other file",
+	} {
+		if got := smapsKind(path, dd); got != want {
+			t.Errorf("smapsKind(%q) = %q, want %q", path, got, want)
+		}
+	}
+}
+
+// TestReadSmaps reads this test process's own smaps, with a file of ours
+// mapped from a fake data dir, and checks the sums.
+func TestReadSmaps(t *testing.T) {
+	m, err := readSmaps(os.Getpid(), t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sum int64
+	for _, k := range memKinds {
+		sum += m.kinds[k]
+	}
+	if m.rss <= 0 || m.kinds["anon"] <= 0 || sum != m.rss {
+		t.Fatalf("rss %d, kinds %v (sum %d): want anon > 0 and the kinds to add up to the Rss", m.rss, m.kinds, sum)
+	}
+}
+
+func TestParseGoMem(t *testing.T) {
+	in := `# HELP go_memstats_heap_alloc_bytes x
+# TYPE go_memstats_heap_alloc_bytes gauge
+go_memstats_heap_alloc_bytes 4.2e+07
+go_memstats_next_gc_bytes 8.4e+07
+go_gc_duration_seconds{quantile="0.5"} 0.0001
+go_gc_duration_seconds_count 17
+go_gc_gomemlimit_bytes 1.048576e+08
+go_goroutines 96
+surge_raft_term 3
+`
+	g, err := parseGoMem(strings.NewReader(in))
+	if err != nil || !g.ok {
+		t.Fatal(err, g.ok)
+	}
+	if g.heapAlloc != 42e6 || g.nextGC != 84e6 || g.gcCycles != 17 || g.memLimit != 100<<20 || g.goroutines != 96 {
+		t.Fatalf("%+v", g)
+	}
+}
+
+func TestParseSize(t *testing.T) {
+	for in, want := range map[string]int64{"150MiB": 150 << 20, "150MB": 150e6, "1GiB": 1 << 30, "4096": 4096, "64m": 64 << 20} {
+		if got, err := parseSize(in); err != nil || got != want {
+			t.Errorf("parseSize(%q) = %d, %v", in, got, err)
+		}
+	}
+	for _, bad := range []string{"", "MiB", "1.5GiB", "10 furlongs"} {
+		if _, err := parseSize(bad); err == nil {
+			t.Errorf("parseSize(%q) accepted", bad)
+		}
+	}
+}
+
+// TestMemCgroup creates, reads and removes a memory cgroup below the
+// test's own when the machine lets it (root, cgroup v1), and skips
+// otherwise.
+func TestMemCgroup(t *testing.T) {
+	parent, err := ownMemCgroup()
+	if err != nil {
+		t.Skip(err)
+	}
+	cg, err := newMemCgroup(parent, "surgebench-test-"+filepath.Base(t.TempDir()), 64<<20)
+	if err != nil {
+		t.Skipf("cannot create a memory cgroup: %v", err)
+	}
+	defer cg.remove()
+	if got := cg.read(); got.limit != 64<<20 || got.failcnt != 0 {
+		t.Fatalf("%+v", got)
+	}
+	if err := cg.remove(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(cg.dir); !os.IsNotExist(err) {
+		t.Fatalf("%s still there: %v", cg.dir, err)
+	}
+}

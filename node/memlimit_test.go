@@ -1,0 +1,81 @@
+package node
+
+import (
+	"math"
+	"runtime/debug"
+	"testing"
+)
+
+func TestParseByteSize(t *testing.T) {
+	for _, c := range []struct {
+		in   string
+		want int64
+	}{
+		{"0", 0}, {"65536", 65536}, {"100B", 100}, {"128MiB", 128 << 20}, {"128M", 128 << 20},
+		{"1GiB", 1 << 30}, {" 2 KiB ", 2048}, {"150MB", 150e6}, {"1kB", 1000}, {"3TiB", 3 << 40}, {"1gib", 1 << 30},
+	} {
+		got, err := ParseByteSize(c.in)
+		if err != nil || got != c.want {
+			t.Errorf("ParseByteSize(%q) = %d, %v; want %d", c.in, got, err, c.want)
+		}
+	}
+	for _, bad := range []string{"", "MiB", "-1MiB", "1.5GiB", "12 parsecs", "99999999999999999999", "9000000TiB"} {
+		if n, err := ParseByteSize(bad); err == nil {
+			t.Errorf("ParseByteSize(%q) = %d, want an error", bad, n)
+		}
+	}
+}
+
+func TestByteSizeFlag(t *testing.T) {
+	var b ByteSize
+	if b.Given || b.String() != "0" {
+		t.Fatalf("zero value: %+v %q", b, b.String())
+	}
+	if err := b.Set("96MiB"); err != nil || !b.Given || b.N != 96<<20 || b.String() != "96MiB" {
+		t.Fatalf("Set(96MiB): %v %+v %q", err, b, b.String())
+	}
+	if err := b.Set("1000"); err != nil || b.String() != "1000" {
+		t.Fatalf("Set(1000): %v %q", err, b.String())
+	}
+	if err := b.Set("lots"); err == nil {
+		t.Fatal("Set(lots) accepted")
+	}
+}
+
+// TestApplyMemoryLimit covers who wins between --memory-limit (given or
+// its default) and GOMEMLIMIT. The runtime's limit is process-wide: it is
+// restored afterwards, and the test does not run in parallel.
+func TestApplyMemoryLimit(t *testing.T) {
+	prev := debug.SetMemoryLimit(-1)
+	t.Cleanup(func() { debug.SetMemoryLimit(prev) })
+	const envLimit = 300 << 20
+
+	for _, c := range []struct {
+		name       string
+		flag       ByteSize
+		gomemlimit string // the variable; the runtime is set to envLimit when not ""
+		want       MemoryLimitDecision
+		runtime    int64
+	}{
+		{"nothing", ByteSize{}, "", MemoryLimitDecision{Source: "off"}, math.MaxInt64},
+		{"default", ByteSize{N: 64 << 20}, "", MemoryLimitDecision{Limit: 64 << 20, Source: "default"}, 64 << 20},
+		{"flag", ByteSize{N: 100 << 20, Given: true}, "", MemoryLimitDecision{Limit: 100 << 20, Source: "flag"}, 100 << 20},
+		{"GOMEMLIMIT beats the default", ByteSize{N: 64 << 20}, "300MiB", MemoryLimitDecision{Limit: envLimit, Source: "GOMEMLIMIT"}, envLimit},
+		{"flag beats GOMEMLIMIT, not silently", ByteSize{N: 100 << 20, Given: true}, "300MiB", MemoryLimitDecision{Limit: 100 << 20, Source: "flag", Overrode: "300MiB"}, 100 << 20},
+		{"flag 0 turns GOMEMLIMIT off", ByteSize{Given: true}, "300MiB", MemoryLimitDecision{Source: "off", Overrode: "300MiB"}, math.MaxInt64},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			debug.SetMemoryLimit(math.MaxInt64)
+			if c.gomemlimit != "" {
+				debug.SetMemoryLimit(envLimit) // what the runtime did with the variable at start
+			}
+			got := ApplyMemoryLimit(c.flag, c.gomemlimit)
+			if got != c.want {
+				t.Errorf("decision %+v, want %+v", got, c.want)
+			}
+			if r := debug.SetMemoryLimit(-1); r != c.runtime {
+				t.Errorf("runtime limit %d, want %d", r, c.runtime)
+			}
+		})
+	}
+}

@@ -92,7 +92,10 @@ func (b *ByteSize) Set(s string) error {
 // MemoryLimitDecision is what ApplyMemoryLimit did, for the start log.
 type MemoryLimitDecision struct {
 	Limit  int64  // the Go soft memory limit now in force; 0 = none
-	Source string // "flag", "GOMEMLIMIT", "default" or "off"
+	Source string // "flag", "GOMEMLIMIT", "cgroup", "default" or "off"
+	// Cgroup is the cgroup's memory limit the limit was derived from
+	// (Source "cgroup").
+	Cgroup int64
 	// Overrode is GOMEMLIMIT's value when an explicit --memory-limit
 	// replaced it.
 	Overrode string
@@ -107,13 +110,16 @@ type MemoryLimitDecision struct {
 //   - The flag given explicitly: its value wins, also over GOMEMLIMIT (the
 //     decision names the value it replaced, and the caller logs it as a
 //     warning). 0 turns the limit off.
-//   - Neither: the flag's default (flag.N), if not 0.
+//   - Neither: the flag's default (flag.N), if not 0; else, when the
+//     process runs in a cgroup with a memory limit (cgroupLimit, 0 = none),
+//     two thirds of that limit, leaving the rest to Badger's memory-mapped
+//     tables and the runtime (storage/DESIGN.md "Memory limit").
 //
 // A limit makes the garbage collector run more often as the heap nears it,
 // instead of letting the heap grow to twice the live data (GOGC=100); it
 // is soft: the heap may exceed it when the live data does, and the GC then
 // gives up at about half the CPU rather than stall the program.
-func ApplyMemoryLimit(flag ByteSize, gomemlimit string) MemoryLimitDecision {
+func ApplyMemoryLimit(flag ByteSize, gomemlimit string, cgroupLimit int64) MemoryLimitDecision {
 	gomemlimit = strings.TrimSpace(gomemlimit)
 	switch {
 	case !flag.Given && gomemlimit != "":
@@ -122,6 +128,10 @@ func ApplyMemoryLimit(flag ByteSize, gomemlimit string) MemoryLimitDecision {
 			cur = 0 // GOMEMLIMIT=off
 		}
 		return MemoryLimitDecision{Limit: cur, Source: "GOMEMLIMIT"}
+	case !flag.Given && flag.N <= 0 && cgroupLimit > 0:
+		lim := cgroupLimit / 3 * 2
+		debug.SetMemoryLimit(lim)
+		return MemoryLimitDecision{Limit: lim, Source: "cgroup", Cgroup: cgroupLimit}
 	case flag.N <= 0:
 		if flag.Given {
 			debug.SetMemoryLimit(math.MaxInt64)
@@ -153,6 +163,10 @@ func (d MemoryLimitDecision) Log(l *slog.Logger) {
 	}
 	if d.Overrode != "" {
 		l.Warn("--memory-limit overrides GOMEMLIMIT", "memory_limit", lim, "gomemlimit", d.Overrode)
+		return
+	}
+	if d.Source == "cgroup" {
+		l.Info("go memory limit", "memory_limit", lim, "source", d.Source, "cgroup_limit", (&ByteSize{N: d.Cgroup}).String())
 		return
 	}
 	l.Info("go memory limit", "memory_limit", lim, "source", d.Source)

@@ -54,22 +54,27 @@ func TestApplyMemoryLimit(t *testing.T) {
 		name       string
 		flag       ByteSize
 		gomemlimit string // the variable; the runtime is set to envLimit when not ""
+		cgroup     int64  // the cgroup's memory limit; 0 = none
 		want       MemoryLimitDecision
 		runtime    int64
 	}{
-		{"nothing", ByteSize{}, "", MemoryLimitDecision{Source: "off"}, math.MaxInt64},
-		{"default", ByteSize{N: 64 << 20}, "", MemoryLimitDecision{Limit: 64 << 20, Source: "default"}, 64 << 20},
-		{"flag", ByteSize{N: 100 << 20, Given: true}, "", MemoryLimitDecision{Limit: 100 << 20, Source: "flag"}, 100 << 20},
-		{"GOMEMLIMIT beats the default", ByteSize{N: 64 << 20}, "300MiB", MemoryLimitDecision{Limit: envLimit, Source: "GOMEMLIMIT"}, envLimit},
-		{"flag beats GOMEMLIMIT, not silently", ByteSize{N: 100 << 20, Given: true}, "300MiB", MemoryLimitDecision{Limit: 100 << 20, Source: "flag", Overrode: "300MiB"}, 100 << 20},
-		{"flag 0 turns GOMEMLIMIT off", ByteSize{Given: true}, "300MiB", MemoryLimitDecision{Source: "off", Overrode: "300MiB"}, math.MaxInt64},
+		{"nothing", ByteSize{}, "", 0, MemoryLimitDecision{Source: "off"}, math.MaxInt64},
+		{"default", ByteSize{N: 64 << 20}, "", 0, MemoryLimitDecision{Limit: 64 << 20, Source: "default"}, 64 << 20},
+		{"flag", ByteSize{N: 100 << 20, Given: true}, "", 0, MemoryLimitDecision{Limit: 100 << 20, Source: "flag"}, 100 << 20},
+		{"GOMEMLIMIT beats the default", ByteSize{N: 64 << 20}, "300MiB", 0, MemoryLimitDecision{Limit: envLimit, Source: "GOMEMLIMIT"}, envLimit},
+		{"flag beats GOMEMLIMIT, not silently", ByteSize{N: 100 << 20, Given: true}, "300MiB", 0, MemoryLimitDecision{Limit: 100 << 20, Source: "flag", Overrode: "300MiB"}, 100 << 20},
+		{"flag 0 turns GOMEMLIMIT off", ByteSize{Given: true}, "300MiB", 0, MemoryLimitDecision{Source: "off", Overrode: "300MiB"}, math.MaxInt64},
+		{"cgroup: two thirds of its limit", ByteSize{}, "", 150 << 20, MemoryLimitDecision{Limit: 100 << 20, Source: "cgroup", Cgroup: 150 << 20}, 100 << 20},
+		{"flag beats the cgroup", ByteSize{N: 64 << 20, Given: true}, "", 150 << 20, MemoryLimitDecision{Limit: 64 << 20, Source: "flag"}, 64 << 20},
+		{"flag 0 turns the cgroup default off", ByteSize{Given: true}, "", 150 << 20, MemoryLimitDecision{Source: "off"}, math.MaxInt64},
+		{"GOMEMLIMIT beats the cgroup", ByteSize{}, "300MiB", 150 << 20, MemoryLimitDecision{Limit: envLimit, Source: "GOMEMLIMIT"}, envLimit},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			debug.SetMemoryLimit(math.MaxInt64)
 			if c.gomemlimit != "" {
 				debug.SetMemoryLimit(envLimit) // what the runtime did with the variable at start
 			}
-			got := ApplyMemoryLimit(c.flag, c.gomemlimit)
+			got := ApplyMemoryLimit(c.flag, c.gomemlimit, c.cgroup)
 			if got != c.want {
 				t.Errorf("decision %+v, want %+v", got, c.want)
 			}

@@ -53,7 +53,7 @@ func run(args []string, stderr io.Writer) int {
 		return exitConfig
 	}
 	logger := newLogger(stderr, logOpts)
-	node.ApplyMemoryLimit(logOpts.memoryLimit, os.Getenv("GOMEMLIMIT")).Log(logger)
+	node.ApplyMemoryLimit(logOpts.memoryLimit, os.Getenv("GOMEMLIMIT"), node.CgroupMemoryLimit()).Log(logger)
 	n, err := node.New(cfg, logger)
 	if err != nil {
 		fmt.Fprintf(stderr, "node: %v\n", err)
@@ -129,7 +129,7 @@ func parse(args []string, stderr io.Writer) (node.Config, logOptions, error) {
 	fs.IntVar(&cfg.RaftMultiplier, "raft-multiplier", cfg.RaftMultiplier, "scale Raft's timeouts (1 = LAN defaults, 300 ms; raise on slow or overloaded machines)")
 	fs.IntVar(&cfg.RateLimit, "rate-limit", cfg.RateLimit, "donations a client IP may start per minute; 0 disables")
 	fs.BoolVar(&cfg.HotPath, "hot-path", cfg.HotPath, "serve the cacheable pages, assets and total below net/http (false: every request through net/http)")
-	fs.Var(&lo.memoryLimit, "memory-limit", "Go soft memory limit (e.g. 100MiB; 0 = none): the garbage collector works harder as the heap nears it; set it to about two thirds of a container's memory limit. When not given, GOMEMLIMIT applies if set; when given, it wins over GOMEMLIMIT (logged as a warning)")
+	fs.Var(&lo.memoryLimit, "memory-limit", "Go soft memory limit (e.g. 100MiB; 0 = none): the garbage collector works harder as the heap nears it; when given, it wins over GOMEMLIMIT (logged as a warning); when not given, GOMEMLIMIT applies if set, else two thirds of the cgroup's memory limit when the node runs under one")
 	fs.StringVar(&lo.format, "log-format", lo.format, "log format: text or json")
 	fs.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	fs.Usage = func() {

@@ -123,6 +123,14 @@ func (e *edge) kind(r *http.Request) respKind {
 	return kindDynamic
 }
 
+// setHeaders sets the headers every response of kind k carries. The hot
+// path (hotresp.go) records its answers through it too.
+func (e *edge) setHeaders(h http.Header, k respKind) {
+	for _, kv := range e.headers[k] {
+		h[kv.key] = kv.value
+	}
+}
+
 // requestID is the incoming X-Request-ID when it is acceptable, else a new
 // one.
 func (e *edge) requestID(r *http.Request) string {
@@ -153,9 +161,7 @@ func dedupe(ss []string) []string {
 func (e *edge) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	h := w.Header()
 	k := e.kind(r)
-	for _, kv := range e.headers[k] {
-		h[kv.key] = kv.value
-	}
+	e.setHeaders(h, k)
 	// A cacheable response carries no request ID: a shared cache would hand
 	// one request's ID to everyone it serves the copy to.
 	var id string

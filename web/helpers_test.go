@@ -249,26 +249,36 @@ func newEnv(t *testing.T, opts ...envOption) *env {
 	}
 	e.srv = srv
 	ctx, cancel := context.WithCancel(context.Background())
-	dev.Start(ctx)
-	srv.Start(ctx)
-	done := make(chan error, 1)
-	go func() { done <- srv.Serve(ln) }()
-	t.Cleanup(func() {
-		e.client.CloseIdleConnections()
-		sctx, scancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer scancel()
-		if err := srv.Shutdown(sctx); err != nil {
-			t.Errorf("shutdown: %v", err)
-		}
-		if err := <-done; err != nil {
-			t.Errorf("serve: %v", err)
-		}
+	t.Cleanup(func() { // after the server has stopped
 		cancel()
 		if err := dev.Close(); err != nil {
 			t.Errorf("close dev gateway: %v", err)
 		}
 	})
+	dev.Start(ctx)
+	srv.Start(ctx)
+	serveUntilCleanup(t, srv, ln)
+	t.Cleanup(e.client.CloseIdleConnections) // before the server stops
 	return e
+}
+
+// serveUntilCleanup serves s on ln until the test ends, then shuts it
+// down and checks what Shutdown and Serve returned. Cleanups registered
+// before it run after the server has stopped.
+func serveUntilCleanup(t *testing.T, s *Server, ln net.Listener) {
+	t.Helper()
+	done := make(chan error, 1)
+	go func() { done <- s.Serve(ln) }()
+	t.Cleanup(func() {
+		sctx, scancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer scancel()
+		if err := s.Shutdown(sctx); err != nil {
+			t.Errorf("shutdown: %v", err)
+		}
+		if err := <-done; err != nil {
+			t.Errorf("serve: %v", err)
+		}
+	})
 }
 
 func (e *env) do(req *http.Request) (*http.Response, []byte) {

@@ -33,10 +33,9 @@ const (
 type hotServer struct {
 	s         *Server
 	ln        net.Listener
-	m         *Metrics // nil: no metrics
-	routes    map[string]*hotRoute
-	lookup    func([]byte) *hotRoute
-	rht, idle time.Duration // ReadHeaderTimeout, IdleTimeout as net/http applies them
+	m         *Metrics               // nil: no metrics
+	lookup    func([]byte) *hotRoute // path -> hot route, or nil
+	rht, idle time.Duration          // ReadHeaderTimeout, IdleTimeout as net/http applies them
 	wt        time.Duration
 	maxHeader int
 
@@ -79,7 +78,7 @@ func newHotServer(s *Server, ln net.Listener) (*hotServer, error) {
 		s:         s,
 		ln:        ln,
 		m:         s.metrics.Load(),
-		routes:    routes,
+		lookup:    func(p []byte) *hotRoute { return routes[string(p)] },
 		rht:       s.cfg.ReadHeaderTimeout,
 		idle:      s.cfg.IdleTimeout,
 		wt:        s.cfg.WriteTimeout,
@@ -97,7 +96,6 @@ func newHotServer(s *Server, ln net.Listener) (*hotServer, error) {
 	if h.idle <= 0 {
 		h.idle = s.cfg.ReadTimeout
 	}
-	h.lookup = func(p []byte) *hotRoute { return h.routes[string(p)] }
 	return h, nil
 }
 

@@ -40,10 +40,7 @@ func hotTestServer(t *testing.T, led *memledger.Ledger, mutate ...func(*Config))
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg := DefaultConfig()
-	cfg.PublicURL = "http://give.example.org"
-	cfg.Site = site.FS()
-	cfg.Providers = []payment.Provider{newFakeProvider("fake", false)}
+	cfg := hotTestConfig()
 	cfg.RateLimit = RateLimit{}
 	cfg.RenderInterval = 20 * time.Millisecond
 	for _, m := range mutate {
@@ -54,26 +51,25 @@ func hotTestServer(t *testing.T, led *memledger.Ledger, mutate ...func(*Config))
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel) // after the server has stopped
 	s.Start(ctx)
-	done := make(chan error, 1)
-	go func() { done <- s.Serve(ln) }()
-	t.Cleanup(func() {
-		sctx, scancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer scancel()
-		if err := s.Shutdown(sctx); err != nil {
-			t.Errorf("shutdown: %v", err)
-		}
-		if err := <-done; err != nil {
-			t.Errorf("serve: %v", err)
-		}
-		cancel()
-	})
+	serveUntilCleanup(t, s, ln)
 	waitFor(t, "serving", 5*time.Second, func() bool {
 		s.mu.Lock()
 		defer s.mu.Unlock()
 		return s.srv != nil
 	})
 	return s, ln.Addr().String()
+}
+
+// hotTestConfig is the configuration the hot path tests share: every
+// server of a test renders the same bytes from it.
+func hotTestConfig() Config {
+	cfg := DefaultConfig()
+	cfg.PublicURL = "http://give.example.org"
+	cfg.Site = site.FS()
+	cfg.Providers = []payment.Provider{newFakeProvider("fake", false)}
+	return cfg
 }
 
 func noHotPath(c *Config) { c.DisableHotPath = true }
@@ -555,26 +551,14 @@ func metricsServer(t *testing.T, led *memledger.Ledger, m *Metrics, off bool) st
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg := DefaultConfig()
-	cfg.PublicURL = "http://give.example.org"
-	cfg.Site = site.FS()
-	cfg.Providers = []payment.Provider{newFakeProvider("fake", false)}
+	cfg := hotTestConfig()
 	cfg.DisableHotPath = off
 	s, err := NewServer(cfg, led, led, &fakeHealth{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	s.UseMetrics(m)
-	done := make(chan error, 1)
-	go func() { done <- s.Serve(ln) }()
-	t.Cleanup(func() {
-		if err := s.Close(); err != nil {
-			t.Errorf("close: %v", err)
-		}
-		if err := <-done; err != nil {
-			t.Errorf("serve: %v", err)
-		}
-	})
+	serveUntilCleanup(t, s, ln)
 	return ln.Addr().String()
 }
 
@@ -881,8 +865,6 @@ func ibrWithDeadline(c net.Conn, br *bufio.Reader, d time.Duration) io.Reader {
 
 const bigAssetSize = 20 << 20
 
-// bigAssetSite is the example site plus static/big.bin, an asset large
-// enough that writing it blocks on a client that does not read.
 // serveBigAssetSite serves bigAssetSite on a new loopback listener: the
 // server, its address, Serve's result and the path of the big asset.
 func serveBigAssetSite(t *testing.T) (s *Server, addr string, served chan error, asset string) {
@@ -891,10 +873,8 @@ func serveBigAssetSite(t *testing.T) (s *Server, addr string, served chan error,
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg := DefaultConfig()
-	cfg.PublicURL = "http://give.example.org"
+	cfg := hotTestConfig()
 	cfg.Site = bigAssetSite(t)
-	cfg.Providers = []payment.Provider{newFakeProvider("fake", false)}
 	if s, err = NewServer(cfg, led, led, &fakeHealth{}); err != nil {
 		t.Fatal(err)
 	}
@@ -903,6 +883,8 @@ func serveBigAssetSite(t *testing.T) (s *Server, addr string, served chan error,
 	return s, ln.Addr().String(), served, bigAssetPath(t, s)
 }
 
+// bigAssetSite is the example site plus static/big.bin, an asset large
+// enough that writing it blocks on a client that does not read.
 func bigAssetSite(t *testing.T) fs.FS {
 	t.Helper()
 	m := fstest.MapFS{}

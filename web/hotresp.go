@@ -87,9 +87,7 @@ func (w *headerRecorder) Write(b []byte) (int, error) {
 // k and returns the status and header map.
 func (s *Server) record(k respKind, r *http.Request, fill func(http.ResponseWriter, *http.Request)) (int, http.Header) {
 	w := &headerRecorder{h: http.Header{}}
-	for _, kv := range s.edge.headers[k] {
-		w.h[kv.key] = kv.value
-	}
+	s.edge.setHeaders(w.h, k)
 	fill(w, r)
 	return w.status, w.h
 }

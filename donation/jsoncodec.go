@@ -239,16 +239,8 @@ func (s *scanner) lit(lit string) {
 	}
 }
 
-// str reads a string value.
-func (s *scanner) str() string {
-	if !s.failed {
-		if v, ok := s.readStr(); ok {
-			return v
-		}
-	}
-	s.failed = true
-	return ""
-}
+// str reads a string value (an array element: a key of its own is "").
+func (s *scanner) str() string { return s.keyStr("") }
 
 // keyStr reads a key, given with its leading '{' or ',' and trailing ':',
 // and its string value.

@@ -121,37 +121,30 @@ type MemoryLimitDecision struct {
 // gives up at about half the CPU rather than stall the program.
 func ApplyMemoryLimit(flag ByteSize, gomemlimit string, cgroupLimit int64) MemoryLimitDecision {
 	gomemlimit = strings.TrimSpace(gomemlimit)
-	switch {
-	case !flag.Given && gomemlimit != "":
-		cur := debug.SetMemoryLimit(-1) // -1 reads without changing
-		if cur == math.MaxInt64 {
-			cur = 0 // GOMEMLIMIT=off
-		}
-		return MemoryLimitDecision{Limit: cur, Source: "GOMEMLIMIT"}
-	case !flag.Given && flag.N <= 0 && cgroupLimit > 0:
-		lim := cgroupLimit / 3 * 2
-		debug.SetMemoryLimit(lim)
-		return MemoryLimitDecision{Limit: lim, Source: "cgroup", Cgroup: cgroupLimit}
-	case flag.N <= 0:
-		if flag.Given {
-			debug.SetMemoryLimit(math.MaxInt64)
-			d := MemoryLimitDecision{Source: "off"}
-			if gomemlimit != "" {
-				d.Overrode = gomemlimit
+	if !flag.Given {
+		switch {
+		case gomemlimit != "":
+			cur := debug.SetMemoryLimit(-1) // -1 reads without changing
+			if cur == math.MaxInt64 {
+				cur = 0 // GOMEMLIMIT=off
 			}
-			return d
+			return MemoryLimitDecision{Limit: cur, Source: "GOMEMLIMIT"}
+		case flag.N > 0:
+			debug.SetMemoryLimit(flag.N)
+			return MemoryLimitDecision{Limit: flag.N, Source: "default"}
+		case cgroupLimit > 0:
+			lim := cgroupLimit / 3 * 2
+			debug.SetMemoryLimit(lim)
+			return MemoryLimitDecision{Limit: lim, Source: "cgroup", Cgroup: cgroupLimit}
 		}
-		return MemoryLimitDecision{Source: "off"} // no flag, no GOMEMLIMIT: the runtime's own default (none)
+		return MemoryLimitDecision{Source: "off"} // the runtime's own default (none)
+	}
+	if flag.N <= 0 {
+		debug.SetMemoryLimit(math.MaxInt64)
+		return MemoryLimitDecision{Source: "off", Overrode: gomemlimit}
 	}
 	debug.SetMemoryLimit(flag.N)
-	d := MemoryLimitDecision{Limit: flag.N, Source: "default"}
-	if flag.Given {
-		d.Source = "flag"
-		if gomemlimit != "" {
-			d.Overrode = gomemlimit
-		}
-	}
-	return d
+	return MemoryLimitDecision{Limit: flag.N, Source: "flag", Overrode: gomemlimit}
 }
 
 // Log writes the decision: a warning when the flag replaced GOMEMLIMIT,

@@ -177,8 +177,8 @@ func runCatchup(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	var limit int64
 	var err error
 	if *cgroupLimit != "" {
-		if limit, err = parseSize(*cgroupLimit); err != nil {
-			return err
+		if limit, err = node.ParseByteSize(*cgroupLimit); err != nil {
+			return fmt.Errorf("%w: --memory-cgroup: %v", errUsage, err)
 		}
 	}
 	log := &progress{w: stderr}

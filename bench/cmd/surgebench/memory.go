@@ -120,21 +120,12 @@ var goMemNames = map[string]func(*goMem) *int64{
 // readGoMem scrapes base/metrics (the harness reaches it from loopback, so
 // no admin token is needed).
 func readGoMem(ctx context.Context, client *http.Client, base string) (goMem, error) {
-	var g goMem
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, base+"/metrics", nil)
+	body, err := getOK(ctx, client, base+"/metrics")
 	if err != nil {
-		return g, err
+		return goMem{}, err
 	}
-	resp, err := client.Do(req)
-	if err != nil {
-		return g, err
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		io.Copy(io.Discard, resp.Body)
-		return g, fmt.Errorf("GET /metrics: %s", resp.Status)
-	}
-	return parseGoMem(resp.Body)
+	defer body.Close()
+	return parseGoMem(body)
 }
 
 func parseGoMem(r io.Reader) (goMem, error) {
@@ -284,23 +275,6 @@ func removeStaleCgroups(parent string) {
 		}
 		(&memCgroup{dir: filepath.Join(parent, e.Name())}).remove()
 	}
-}
-
-// parseSize reads a byte count with an optional unit: 150MiB, 128MB, 1GiB,
-// 65536.
-func parseSize(s string) (int64, error) {
-	s = strings.TrimSpace(s)
-	i := len(s)
-	for i > 0 && (s[i-1] < '0' || s[i-1] > '9') {
-		i--
-	}
-	num, unit := s[:i], strings.ToLower(strings.TrimSpace(s[i:]))
-	mult := map[string]int64{"": 1, "b": 1, "k": 1 << 10, "kib": 1 << 10, "kb": 1e3, "m": 1 << 20, "mib": 1 << 20, "mb": 1e6, "g": 1 << 30, "gib": 1 << 30, "gb": 1e9}[unit]
-	n, err := strconv.ParseInt(num, 10, 64)
-	if err != nil || mult == 0 || n < 0 {
-		return 0, fmt.Errorf("%w: size %q (want e.g. 150MiB)", errUsage, s)
-	}
-	return n * mult, nil
 }
 
 // dropFileCache writes back and evicts the page cache of every file under

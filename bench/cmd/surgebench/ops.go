@@ -111,19 +111,34 @@ type total struct {
 
 func fetchTotal(ctx context.Context, c *http.Client, base string) (total, error) {
 	var t total
-	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, base+"/api/v1/total", nil)
-	resp, err := c.Do(req)
+	body, err := getOK(ctx, c, base+"/api/v1/total")
 	if err != nil {
 		return t, err
 	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return t, fmt.Errorf("total: %s", resp.Status)
-	}
-	if err := json.NewDecoder(resp.Body).Decode(&t); err != nil {
+	defer body.Close()
+	if err := json.NewDecoder(body).Decode(&t); err != nil {
 		return t, fmt.Errorf("total: %w", err)
 	}
 	return t, nil
+}
+
+// getOK GETs u and returns the body of a 200 answer for the caller to
+// read and close; any other status is an error.
+func getOK(ctx context.Context, c *http.Client, u string) (io.ReadCloser, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := c.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	if resp.StatusCode != http.StatusOK {
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		return nil, fmt.Errorf("GET %s: %s", u, resp.Status)
+	}
+	return resp.Body, nil
 }
 
 // syncedTotal waits until base has applied what the leader committed and

@@ -87,14 +87,15 @@ func (c *Cluster) apply(ctx context.Context, cmd []byte, forwarded *bool) ([]byt
 			if err := ctx.Err(); err != nil {
 				return nil, fmt.Errorf("apply: %w (last: %v)", err, lastErr)
 			}
+			sentinel := ErrNoLeader
 			if errors.Is(lastErr, raft.ErrEnqueueTimeout) {
 				// This node led the whole time; raft's queue was full.
-				return nil, fmt.Errorf("apply: hold of %s expired: %w (last: %v)", c.cfg.HoldTimeout, ErrTimeout, lastErr)
+				sentinel = ErrTimeout
 			}
 			if lastErr != nil {
-				return nil, fmt.Errorf("apply: hold of %s expired: %w (last: %v)", c.cfg.HoldTimeout, ErrNoLeader, lastErr)
+				return nil, fmt.Errorf("apply: hold of %s expired: %w (last: %v)", c.cfg.HoldTimeout, sentinel, lastErr)
 			}
-			return nil, fmt.Errorf("apply: hold of %s expired: %w", c.cfg.HoldTimeout, ErrNoLeader)
+			return nil, fmt.Errorf("apply: hold of %s expired: %w", c.cfg.HoldTimeout, sentinel)
 		}
 
 		var resp []byte

@@ -17,12 +17,6 @@ import (
 // DESIGN.md "Atomic restore" for the measurements and for what keeps it
 // from panicking.
 const (
-	// loadTableSize is the size of the tables the StreamWriter builds.
-	// It builds bottom-level tables of BaseTableSize x
-	// TableSizeMultiplier^(MaxLevels-2), 64 MiB with the normal options,
-	// each in a buffer of twice that on the heap, with up to 16 being
-	// written at once; with a multiplier of 1 they are this size.
-	loadTableSize = 2 << 20
 	// loadBatchSize is how many bytes of records are handed to the
 	// StreamWriter per Write. Its goroutine queues up to 3 batches, so
 	// the stream's memory stays at a few MiB whatever its size.
@@ -35,18 +29,18 @@ const (
 
 // loadOptions are the options of a generation DB while a restore builds
 // it; it is closed and opened again with badgerOptions before it serves.
-// They only differ in what the StreamWriter reads: the size of the tables
-// it builds, no compactors (there is nothing to compact: every table goes
-// to the bottom level, in key order, without overlaps), and no checksum
-// pass over each table just built from memory (the reopen verifies every
-// table, as every open does).
+// They differ only in no compactors (there is nothing to compact: every
+// table goes to the bottom level, in key order, without overlaps) and no
+// checksum pass over each table just built from memory (the reopen
+// verifies every table, as every open does). The size of the tables the
+// StreamWriter builds, BaseTableSize x TableSizeMultiplier^(MaxLevels-2),
+// comes from badgerOptions: with its multiplier of 1 they are
+// BaseTableSize (2 MiB), each built in a heap buffer of twice that, with
+// up to 16 being written at once.
 func loadOptions(dir string, logger *slog.Logger) badger.Options {
-	opts := badgerOptions(dir, false, logger).
-		WithBaseTableSize(loadTableSize).
+	return badgerOptions(dir, false, logger).
 		WithNumCompactors(0).
 		WithChecksumVerificationMode(options.NoVerification)
-	opts.TableSizeMultiplier = 1
-	return opts
 }
 
 // bulkLoader feeds records to a StreamWriter. Keys must come strictly

@@ -65,7 +65,7 @@ func TestRestoreRefusesLateFaults(t *testing.T) {
 	applyAll(t, f, entries(t, f.AppliedIndex()+1, createCmd("still-alive", 1, "EUR")))
 
 	// The same stream without the fault restores, into bottom-level tables
-	// of about loadTableSize each.
+	// of about BaseTableSize each.
 	if err := restoreBytes(f, toZstd(t, good)); err != nil {
 		t.Fatal(err)
 	}
@@ -78,13 +78,14 @@ func TestRestoreRefusesLateFaults(t *testing.T) {
 	}
 	defer f.release(g)
 	tables := g.db.Tables()
+	tableSize := g.db.Opts().BaseTableSize
 	if len(tables) < 3 {
-		t.Fatalf("%d tables for ~10 MB, want several of %d bytes", len(tables), loadTableSize)
+		t.Fatalf("%d tables for ~10 MB, want several of %d bytes", len(tables), tableSize)
 	}
 	bottom := g.db.Opts().MaxLevels - 1
 	for _, ti := range tables {
-		if ti.Level != bottom || ti.OnDiskSize > loadTableSize*5/4 {
-			t.Fatalf("table %d at level %d, %d bytes; want level %d, at most ~%d bytes", ti.ID, ti.Level, ti.OnDiskSize, bottom, loadTableSize)
+		if ti.Level != bottom || int64(ti.OnDiskSize) > tableSize*5/4 {
+			t.Fatalf("table %d at level %d, %d bytes; want level %d, at most ~%d bytes", ti.ID, ti.Level, ti.OnDiskSize, bottom, tableSize)
 		}
 	}
 	err = g.db.View(func(txn *badger.Txn) error {

@@ -227,7 +227,14 @@ func (s *LogStore) DeleteRange(min, max uint64) error {
 	defer s.leave()
 	s.dmu.Lock()
 	defer s.dmu.Unlock()
+	if err := s.deleteRange(min, max); err != nil {
+		return fmt.Errorf("delete range %d-%d: %w", min, max, err)
+	}
+	return nil
+}
 
+// deleteRange is DeleteRange once the store is entered and dmu is held.
+func (s *LogStore) deleteRange(min, max uint64) error {
 	s.wmu.Lock()
 	first, last := s.first.Load(), s.last.Load()
 	if first != 0 && min <= first && max < last {
@@ -236,24 +243,18 @@ func (s *LogStore) DeleteRange(min, max uint64) error {
 		// deletions out, so the entries from max+1 on stay where they are.
 		next, err := s.firstFrom(max + 1)
 		if err != nil {
-			return fmt.Errorf("delete range %d-%d: %w", min, max, err)
+			return err
 		}
 		s.wmu.Lock()
 		s.first.Store(next)
 		s.wmu.Unlock()
-		if err := s.deleteLogs(min, max); err != nil {
-			return fmt.Errorf("delete range %d-%d: %w", min, max, err)
-		}
-		return nil
+		return s.deleteLogs(min, max)
 	}
 	defer s.wmu.Unlock()
 	if err := s.deleteLogs(min, max); err != nil {
-		return fmt.Errorf("delete range %d-%d: %w", min, max, err)
+		return err
 	}
-	if err := s.loadBounds(); err != nil {
-		return fmt.Errorf("delete range %d-%d: %w", min, max, err)
-	}
-	return nil
+	return s.loadBounds()
 }
 
 // deleteChunk bounds the deletions per commit, so that a long trim

@@ -1,14 +1,12 @@
 package storage
 
 import (
-	"bufio"
 	"fmt"
 	"os"
 	"path/filepath"
 	"runtime"
 	"runtime/debug"
 	"strconv"
-	"strings"
 	"testing"
 	"time"
 
@@ -17,18 +15,8 @@ import (
 
 // rssKB reads the resident set size of this process from /proc.
 func rssKB() (int64, error) {
-	fh, err := os.Open("/proc/self/status")
-	if err != nil {
-		return 0, err
-	}
-	defer fh.Close()
-	sc := bufio.NewScanner(fh)
-	for sc.Scan() {
-		if v, ok := strings.CutPrefix(sc.Text(), "VmRSS:"); ok {
-			return strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
-		}
-	}
-	return 0, fmt.Errorf("no VmRSS in /proc/self/status")
+	m, err := readProcMem()
+	return m.rss, err
 }
 
 // envRSSPairs sets how many donations the idle child writes (default 2,000).

@@ -194,27 +194,44 @@ func BenchmarkSnapshotRestore(b *testing.B) {
 // procMem is what /proc/self/status says about memory, in KiB.
 type procMem struct{ rss, anon, hwm int64 }
 
-func readMem(b *testing.B) procMem {
-	b.Helper()
+// readProcMem reads /proc/self/status (rssKB, the idle-RSS test's reader,
+// is this too).
+func readProcMem() (procMem, error) {
 	raw, err := os.ReadFile("/proc/self/status")
 	if err != nil {
-		b.Skipf("no /proc: %v", err)
+		return procMem{}, err
 	}
 	var m procMem
 	for _, l := range strings.Split(string(raw), "\n") {
 		k, v, ok := strings.Cut(l, ":")
-		if !ok {
+		var dst *int64
+		switch {
+		case !ok:
+			continue
+		case k == "VmRSS":
+			dst = &m.rss
+		case k == "RssAnon":
+			dst = &m.anon
+		case k == "VmHWM":
+			dst = &m.hwm
+		default:
 			continue
 		}
-		n, _ := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
-		switch k {
-		case "VmRSS":
-			m.rss = n
-		case "RssAnon":
-			m.anon = n
-		case "VmHWM":
-			m.hwm = n
+		if *dst, err = strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64); err != nil {
+			return procMem{}, fmt.Errorf("/proc/self/status %s: %w", k, err)
 		}
+	}
+	if m.rss == 0 {
+		return procMem{}, fmt.Errorf("no VmRSS in /proc/self/status")
+	}
+	return m, nil
+}
+
+func readMem(b *testing.B) procMem {
+	b.Helper()
+	m, err := readProcMem()
+	if err != nil {
+		b.Skipf("no /proc: %v", err)
 	}
 	return m
 }

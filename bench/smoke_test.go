@@ -79,8 +79,11 @@ func TestSmoke(t *testing.T) {
 	nodeBin := "--node-bin=" + node
 
 	t.Run("propose", func(t *testing.T) {
-		out := runSmoke(t, 2*time.Minute, nil, sb, "propose", "--smoke")
-		wantAll(t, out, "## propose", "| 1 | **", "| 8 | **")
+		tr := filepath.Join(t.TempDir(), "propose.trace")
+		out := runSmoke(t, 2*time.Minute, nil, sb, "propose", "--smoke", "--trace", tr)
+		wantAll(t, out, "## propose", "| 1 | **", "| 8 | **", "stalls, median")
+		out = runSmoke(t, time.Minute, nil, sb, "tracewin", tr)
+		wantAll(t, out, "| from s | compaction |", "| 0.0 |")
 	})
 	t.Run("writes", func(t *testing.T) {
 		out := runSmoke(t, 2*time.Minute, nil, sb, "writes", "--smoke", nodeBin)

@@ -15,6 +15,12 @@ import (
 	"github.com/hashicorp/raft"
 )
 
+// logCacheSize is how many of the newest Raft log entries are kept in
+// memory in front of the log store: 1,024 entries of a few hundred bytes,
+// about 50 ms of log at 20,000 commands a second. Consul keeps 512
+// (raftLogCacheSize in agent/consul/server.go).
+const logCacheSize = 1024
+
 // Cluster is one node's membership and consensus. Create it with New, run it
 // with Start, stop it with Close.
 type Cluster struct {
@@ -186,7 +192,15 @@ func (c *Cluster) Start(ctx context.Context) (err error) {
 		return fmt.Errorf("check raft state: %w", err)
 	}
 	c.hasState.Store(existing)
-	r, err := raft.NewRaft(rc, c.fsm, c.logs, c.stable, c.snaps, c.trans)
+	// Raft reads every entry back from the log store twice: the leader to
+	// send it to each follower, a follower to apply what it stored. The
+	// cache answers both from memory for the newest entries (Consul keeps
+	// 512 the same way); the store stays the only durable copy.
+	logs, err := raft.NewLogCache(logCacheSize, c.logs)
+	if err != nil {
+		return fmt.Errorf("raft log cache: %w", err)
+	}
+	r, err := raft.NewRaft(rc, c.fsm, logs, c.stable, c.snaps, c.trans)
 	if err != nil {
 		return fmt.Errorf("start raft: %w", err)
 	}

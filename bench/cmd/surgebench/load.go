@@ -20,6 +20,28 @@ type runResult struct {
 	HostBusy time.Duration        // busy CPU time of the whole host during the run
 	Procs    time.Duration        // CPU of the node processes during the run, when known
 	Sub      map[string]latencies // latencies of the requests inside one operation
+	Slow     map[int]int          // stallWindow index → operations started in it that took over slowOp
+}
+
+// slowOp and stallWindow define a stall: a window of stallWindow in which
+// at least half the clients started an operation that took over slowOp.
+// When the whole pipeline stops (every caller waits on the same commit),
+// the slow operations bunch up in a few windows instead of spreading out.
+const (
+	slowOp      = 20 * time.Millisecond
+	stallWindow = 100 * time.Millisecond
+)
+
+// stalls counts the windows in which at least half the clients started an
+// operation slower than slowOp, and all such slow operations.
+func (r runResult) stalls() (windows, slow int) {
+	for _, n := range r.Slow {
+		slow += n
+		if 2*n >= r.Clients {
+			windows++
+		}
+	}
+	return windows, slow
 }
 
 func (r runResult) rate() float64 { return float64(len(r.Lat)) / r.Elapsed.Seconds() }
@@ -31,7 +53,7 @@ func (r runResult) rate() float64 { return float64(len(r.Lat)) / r.Elapsed.Secon
 func closedLoop(ctx context.Context, clients int, d time.Duration, op func(ctx context.Context, worker, seq int) error) runResult {
 	ctx, cancel := context.WithTimeout(ctx, d)
 	defer cancel()
-	res := runResult{Clients: clients}
+	res := runResult{Clients: clients, Slow: map[int]int{}}
 	var mu sync.Mutex
 	var wg sync.WaitGroup
 	cpu0, host0 := selfCPU(), hostBusy()
@@ -41,6 +63,7 @@ func closedLoop(ctx context.Context, clients int, d time.Duration, op func(ctx c
 		go func() {
 			defer wg.Done()
 			var lat latencies
+			slow := map[int]int{}
 			errs := 0
 			var first error
 			for seq := 0; ctx.Err() == nil; seq++ {
@@ -63,10 +86,17 @@ func closedLoop(ctx context.Context, clients int, d time.Duration, op func(ctx c
 					}
 					continue
 				}
-				lat = append(lat, time.Since(t0))
+				d := time.Since(t0)
+				lat = append(lat, d)
+				if d > slowOp {
+					slow[int(t0.Sub(start)/stallWindow)]++
+				}
 			}
 			mu.Lock()
 			res.Lat = append(res.Lat, lat...)
+			for w, n := range slow {
+				res.Slow[w] += n
+			}
 			res.Errors += errs
 			if res.FirstErr == nil {
 				res.FirstErr = first

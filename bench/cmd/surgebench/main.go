@@ -6,6 +6,7 @@
 //	surgebench failover  SIGKILL the leader under load, time to the next ack
 //	surgebench catchup   1M donations: RSS per node under load, 4th node catch-up
 //	surgebench journeys  full donor journeys through pages and the dev gateway
+//	surgebench tracewin  CPU per window by goroutine kind, from propose --trace
 //	surgebench serve     one in-process node with a CPU profile, for wrk
 //
 // Every subcommand takes --smoke: a few seconds on small data, exit 0 when
@@ -36,6 +37,7 @@ var commands = []command{
 	{"failover", "SIGKILL the leader under load: time to the next acknowledged write; leader changes under steady load", runFailover},
 	{"catchup", "1M donations: RSS per node under load, then a 4th node joins and catches up", runCatchup},
 	{"journeys", "full donor journeys (pages, form, gateway, return, success) on 3 nodes", runJourneys},
+	{"tracewin", "CPU per 100-ms window by goroutine kind, from an execution trace of propose --trace", runTraceWin},
 	{"serve", "one in-process node for --duration with a CPU profile (profile the page path under wrk)", runServe},
 	{"load-inproc", "(internal) load an in-process 3-node cluster and wait to be killed", runLoadInproc},
 }

@@ -2,12 +2,14 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"os"
 	"runtime"
 	"runtime/pprof"
+	"runtime/trace"
 	"strconv"
 	"strings"
 	"time"
@@ -43,6 +45,7 @@ type curveFlags struct {
 	keep         bool
 	cpuprofile   string
 	blockprofile string
+	trace        string
 	profileAt    int
 }
 
@@ -56,6 +59,7 @@ func (f *curveFlags) register(fs *flag.FlagSet, clients string) {
 	fs.BoolVar(&f.keep, "keep", false, "keep the temporary work directory")
 	fs.StringVar(&f.cpuprofile, "cpuprofile", "", "after the rounds, take a CPU profile of one extra run into this file")
 	fs.StringVar(&f.blockprofile, "blockprofile", "", "with --cpuprofile: also write a block profile (where goroutines waited) of the profiled run")
+	fs.StringVar(&f.trace, "trace", "", "after the rounds, write an execution trace (go tool trace) of one extra run into this file (with --cpuprofile: of the profiled run)")
 	fs.IntVar(&f.profileAt, "profile-clients", 256, "concurrency of the profiled run")
 }
 
@@ -102,8 +106,9 @@ func runCurve(ctx context.Context, f *curveFlags, levels []int, log *progress, o
 			}
 			r := closedLoop(ctx, n, f.duration, op)
 			s := summarize(r.Lat)
-			log.printf("round %d clients %4d: %8.0f ops/s  p50 %6s ms  p99 %6s ms  errors %d  load %s",
-				round+1, n, r.rate(), fmtMS(ms(s.P50)), fmtMS(ms(s.P99)), r.Errors, loadavg())
+			stalls, slow := r.stalls()
+			log.printf("round %d clients %4d: %8.0f ops/s  p50 %6s ms  p99 %6s ms  errors %d  over %s: %d ops, %d stalls  load %s",
+				round+1, n, r.rate(), fmtMS(ms(s.P50)), fmtMS(ms(s.P99)), r.Errors, slowOp, slow, stalls, loadavg())
 			if r.FirstErr != nil {
 				log.printf("  first error: %v", r.FirstErr)
 			}
@@ -115,41 +120,94 @@ func runCurve(ctx context.Context, f *curveFlags, levels []int, log *progress, o
 			rows[n].runs = append(rows[n].runs, r)
 		}
 	}
-	if f.cpuprofile != "" {
-		pf, err := os.Create(f.cpuprofile)
+	if f.cpuprofile != "" || f.trace != "" {
+		r, err := profiledRun(ctx, f, op)
 		if err != nil {
 			return nil, err
 		}
-		if err := pprof.StartCPUProfile(pf); err != nil {
-			pf.Close()
-			return nil, err
-		}
-		if f.blockprofile != "" {
-			runtime.SetBlockProfileRate(int(time.Millisecond)) // one sample per ms blocked
-		}
-		r := closedLoop(ctx, f.profileAt, f.duration, op)
-		pprof.StopCPUProfile()
-		pf.Close()
-		if f.blockprofile != "" {
-			runtime.SetBlockProfileRate(0)
-			bf, err := os.Create(f.blockprofile)
-			if err != nil {
-				return nil, err
-			}
-			err = pprof.Lookup("block").WriteTo(bf, 0)
-			bf.Close()
-			if err != nil {
-				return nil, err
-			}
-		}
-		log.printf("profiled run, %d clients: %.0f ops/s; profile in %s (go tool pprof -top %s)", f.profileAt, r.rate(), f.cpuprofile, f.cpuprofile)
+		stalls, slow := r.stalls()
+		log.printf("profiled run, %d clients: %.0f ops/s, over %s: %d ops, %d stalls; %s",
+			f.profileAt, r.rate(), slowOp, slow, stalls, strings.Join(profileFiles(f), ", "))
 	}
 	return out, nil
 }
 
+// profiledRun runs op once more at f.profileAt clients with the CPU
+// profile, block profile and execution trace that f asks for.
+func profiledRun(ctx context.Context, f *curveFlags, op func(ctx context.Context, worker, seq int) error) (runResult, error) {
+	var stops []func() error
+	defer func() {
+		for _, stop := range stops {
+			_ = stop()
+		}
+	}()
+	// record creates path and starts writing a profile into it; the
+	// returned stop ends the profile and closes the file.
+	record := func(path string, start func(io.Writer) error, end func()) error {
+		out, err := os.Create(path)
+		if err != nil {
+			return err
+		}
+		if err := start(out); err != nil {
+			out.Close()
+			return err
+		}
+		stops = append(stops, func() error { end(); return out.Close() })
+		return nil
+	}
+	if f.cpuprofile != "" {
+		if err := record(f.cpuprofile, pprof.StartCPUProfile, pprof.StopCPUProfile); err != nil {
+			return runResult{}, err
+		}
+		if f.blockprofile != "" {
+			runtime.SetBlockProfileRate(int(time.Millisecond)) // one sample per ms blocked
+			stops = append(stops, func() error { runtime.SetBlockProfileRate(0); return nil })
+		}
+	}
+	if f.trace != "" {
+		if err := record(f.trace, trace.Start, trace.Stop); err != nil {
+			return runResult{}, err
+		}
+	}
+	r := closedLoop(ctx, f.profileAt, f.duration, op)
+	var errs []error
+	for _, stop := range stops {
+		errs = append(errs, stop())
+	}
+	stops = nil
+	if f.cpuprofile != "" && f.blockprofile != "" {
+		bf, err := os.Create(f.blockprofile)
+		if err != nil {
+			return r, err
+		}
+		errs = append(errs, pprof.Lookup("block").WriteTo(bf, 0), bf.Close())
+	}
+	return r, errors.Join(errs...)
+}
+
+// profileFiles names what profiledRun wrote, with the command that reads it.
+func profileFiles(f *curveFlags) []string {
+	var out []string
+	if f.cpuprofile != "" {
+		out = append(out, "CPU profile in "+f.cpuprofile+" (go tool pprof -top "+f.cpuprofile+")")
+		if f.blockprofile != "" {
+			out = append(out, "block profile in "+f.blockprofile)
+		}
+	}
+	if f.trace != "" {
+		out = append(out, "execution trace in "+f.trace+" (go tool trace "+f.trace+")")
+	}
+	return out
+}
+
 func writeCurve(w io.Writer, rows []*curveRow, unit string) {
-	t := table{head: []string{"clients", unit + "/s median (min–max)", "p50 ms median", "p99 ms median (min–max)", "errors", "harness process CPU µs/op", "host busy CPU µs/op", "runs"}}
+	t := table{head: []string{"clients", unit + "/s median (min–max)", "p50 ms median", "p99 ms median (min–max)", "errors", "ops over " + slowOp.String() + ", median", "stalls, median", "harness process CPU µs/op", "host busy CPU µs/op", "runs"}}
 	for _, r := range rows {
+		var slow, stalls []float64
+		for _, x := range r.runs {
+			w, n := x.stalls()
+			stalls, slow = append(stalls, float64(w)), append(slow, float64(n))
+		}
 		rates := r.rates()
 		lo, hi := minMax(rates)
 		p99 := r.pct(func(s summary) time.Duration { return s.P99 })
@@ -159,6 +217,8 @@ func writeCurve(w io.Writer, rows []*curveRow, unit string) {
 			fmtMS(median(r.pct(func(s summary) time.Duration { return s.P50 }))),
 			fmt.Sprintf("**%s** (%s–%s)", fmtMS(median(p99)), fmtMS(plo), fmtMS(phi)),
 			itoa(r.errors()),
+			fmtInt(median(slow)),
+			fmtInt(median(stalls)),
 			fmtInt(r.cpuPerOp(func(x runResult) time.Duration { return x.CPU })),
 			fmtInt(r.cpuPerOp(func(x runResult) time.Duration { return x.HostBusy })),
 			itoa(len(r.runs)))

@@ -55,6 +55,12 @@ func (c *Cluster) handleRPC(ctx context.Context, method byte, payload []byte) (b
 			// This node is shutting down under the request: the caller
 			// retries elsewhere.
 			return codeClosed, []byte(fmt.Sprintf("%v: %v", ErrClosed, err))
+		case errors.Is(err, ErrTimeout), errors.Is(err, raft.ErrEnqueueTimeout):
+			// The forwarded hold ran out on this leader: raft's queue did
+			// not take the entry in time, or it did not commit in time. The
+			// caller's hold is spent too; it answers ErrTimeout (503), not a
+			// bare error, even when its own timer has not fired yet.
+			return codeTimeout, []byte(err.Error())
 		case errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled):
 			// The forwarded hold ran out while the entry was in flight:
 			// outcome unknown, the caller decides within its own deadline.

@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"slices"
@@ -480,5 +481,65 @@ func TestSlowCommitIsATimeout(t *testing.T) {
 		if !errors.Is(err, context.DeadlineExceeded) || errors.Is(err, ErrTimeout) || errors.Is(err, ErrNoLeader) || ctxErr == nil {
 			t.Fatalf("apply on %s with a 300ms ctx: err = %v (ctx err %v), want the ctx's DeadlineExceeded", n.cfg.Name, err, ctxErr)
 		}
+	}
+}
+
+// TestForwardedHoldExpiryIsATimeout: a forwarded write that the leader could
+// not queue or commit within the caller's remaining hold is answered with
+// codeTimeout, which the follower reads as ErrTimeout (503 with
+// Retry-After). It was a bare codeError ("timed out enqueuing operation") or
+// codeLeadershipLost, which a follower whose own timer had not fired yet
+// passed on as an unclassified failure or retried as an election
+// (`surgebench propose` at 256 callers, BENCHMARKS.md §0a).
+func TestForwardedHoldExpiryIsATimeout(t *testing.T) {
+	if testing.Short() {
+		t.Skip("integration")
+	}
+	tc := newTestCluster(t)
+	// One entry per batch: raft's FSM queue (128 batches) fills after 128
+	// commits.
+	leader := startVoters(t, tc, 3, 3, func(c *Config) { c.MaxAppendEntries = 1 })
+	gate := make(chan struct{})
+	for _, n := range tc.running() {
+		n.fsm.block = gate
+	}
+	// Commit entries the FSM cannot apply until raft's FSM queue is full
+	// and the leader loop stops taking new entries.
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for w := range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; ; i++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
+				_, _ = leader.c.Apply(ctx, []byte(fmt.Sprintf("block:fill-%d-%d", w, i)))
+				cancel()
+			}
+		}()
+	}
+	defer func() {
+		close(stop)
+		wg.Wait()
+		close(gate)
+	}()
+	time.Sleep(1500 * time.Millisecond)
+
+	payload := binary.BigEndian.AppendUint64(nil, uint64(300*time.Millisecond))
+	payload = append(payload, "block:forwarded"...)
+	code, msg := leader.c.handleRPC(context.Background(), mApply, payload)
+	t.Logf("forwarded apply answered code %d: %s", code, msg)
+	if code != codeTimeout {
+		t.Fatalf("forwarded apply with a 300ms hold answered code %d (%s), want codeTimeout %d", code, msg, codeTimeout)
+	}
+	err := fmt.Errorf("forward apply to leader: %w", &rpcError{code: code, msg: string(msg)})
+	if !errors.Is(err, ErrTimeout) || !errors.Is(err, context.DeadlineExceeded) || retryable(err) {
+		t.Fatalf("the follower reads %v as ErrTimeout %v, DeadlineExceeded %v, retryable %v; want a final ErrTimeout",
+			err, errors.Is(err, ErrTimeout), errors.Is(err, context.DeadlineExceeded), retryable(err))
 	}
 }

@@ -54,6 +54,10 @@ const (
 	codeUnknownServer
 	codeTooLarge
 	codeError
+	// codeTimeout: the leader did not take or commit the entry within the
+	// caller's remaining hold (ErrTimeout; outcome unknown). Added after
+	// codeError so that the older codes keep their values on the wire.
+	codeTimeout
 )
 
 // rpcError is an error answered by a peer.
@@ -84,6 +88,8 @@ func (e *rpcError) Unwrap() error {
 		return ErrUnknownServer
 	case codeTooLarge:
 		return ErrTooLarge
+	case codeTimeout:
+		return ErrTimeout
 	}
 	return nil
 }

@@ -53,6 +53,7 @@ func (r runResult) rate() float64 { return float64(len(r.Lat)) / r.Elapsed.Secon
 func closedLoop(ctx context.Context, clients int, d time.Duration, op func(ctx context.Context, worker, seq int) error) runResult {
 	ctx, cancel := context.WithTimeout(ctx, d)
 	defer cancel()
+	end, _ := ctx.Deadline()
 	res := runResult{Clients: clients, Slow: map[int]int{}}
 	var mu sync.Mutex
 	var wg sync.WaitGroup
@@ -70,10 +71,13 @@ func closedLoop(ctx context.Context, clients int, d time.Duration, op func(ctx c
 				t0 := time.Now()
 				err := op(ctx, w, seq)
 				if err != nil {
-					if ctx.Err() != nil {
+					if ctx.Err() != nil || !time.Now().Before(end) {
 						// Cut off by the end of the run (errors are not always
 						// wrapped with %w, so do not look at err): neither a
-						// success nor a failure.
+						// success nor a failure. The clock is checked too: on
+						// a starved machine the context's timer may not have
+						// fired yet when a call that ran into the same
+						// deadline returns.
 						break
 					}
 					errs++

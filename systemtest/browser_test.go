@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/chromedp/chromedp"
+	"github.com/google/uuid"
 )
 
 // chromium finds a Chromium binary, or skips the test saying how to get one.
@@ -61,6 +62,22 @@ func TestBrowserDonorJourney(t *testing.T) {
 		chromedp.Click(chromedp.CSS(`input[name=amount][value="5000"]`)),
 		chromedp.SendKeys(chromedp.CSS(`#name`), "Grace"),
 		chromedp.SendKeys(chromedp.CSS(`#email`), "grace@example.org"),
+	)
+	if err != nil {
+		t.Fatalf("donate form: %v", err)
+	}
+	// Run the page's submit listener once without submitting, to read the
+	// idempotency key it puts into the form; the real submit keeps it.
+	key, err := chromedp.Run(ctx, chromedp.Evaluate[string](`(function () {
+		var f = document.querySelector('form.donate');
+		f.dispatchEvent(new Event('submit', {cancelable: true}));
+		f.querySelector('button[type=submit]').disabled = false;
+		return document.querySelector('[data-idem]').value;
+	})()`))
+	if err != nil {
+		t.Fatalf("read the idempotency key: %v", err)
+	}
+	err = chromedp.Do(ctx,
 		chromedp.Click(chromedp.CSS(`form.donate button[type=submit]`)),
 		chromedp.WaitVisible(chromedp.CSS(`button[value=succeeded]`)),
 		chromedp.Click(chromedp.CSS(`button[value=succeeded]`)),
@@ -74,6 +91,22 @@ func TestBrowserDonorJourney(t *testing.T) {
 	}
 	if !strings.Contains(url, "/success?donation=") {
 		t.Fatalf("ended on %s, want /success?donation=…", url)
+	}
+	// The key the page made and the ID the server made are both version 7
+	// UUIDs stamped with the current time (web.newID, site/static/app.js).
+	id := url[strings.Index(url, "donation=")+len("donation="):]
+	if i := strings.IndexByte(id, '&'); i >= 0 {
+		id = id[:i]
+	}
+	for what, v := range map[string]string{"idempotency key from the page": key, "donation id from the server": id} {
+		u, err := uuid.Parse(v)
+		if err != nil || u.Version() != 7 || u.Variant() != uuid.RFC4122 {
+			t.Fatalf("%s %q is not a version 7 UUID (%v)", what, v, err)
+		}
+		sec, nsec := u.Time().UnixTime()
+		if at := time.Unix(sec, nsec); time.Since(at).Abs() > 2*time.Minute {
+			t.Fatalf("%s %q carries the time %s, want about now", what, v, at)
+		}
 	}
 	status := text(t, ctx, `[data-status]`)
 	if dir := os.Getenv("SURGE_SCREENSHOTS"); dir != "" {

@@ -179,15 +179,37 @@ func (s *Server) rateLimit(r *http.Request) *Error {
 	return nil
 }
 
+// newID returns a fresh donation ID or idempotency key: a version 7 UUID,
+// which starts with the time in milliseconds and has 74 random bits. The
+// state machine stores donations and keys under these IDs, so IDs that grow
+// with time land at the end of Badger's key space: compactions rewrite the
+// newest tables instead of every table of a level, as random (version 4)
+// IDs made them do (BENCHMARKS.md §0a: 14-24 % less CPU per create once the
+// store holds a few hundred thousand donations). The time it reveals, to
+// the donor who holds the ID, is when the donation was made.
+func newID() (string, error) {
+	u, err := uuid.NewV7()
+	if err != nil {
+		return "", fmt.Errorf("new donation id: %w", err)
+	}
+	return u.String(), nil
+}
+
 // create commits a new pending donation and starts its checkout. A
 // duplicate (same idempotency key and body) returns the original donation.
 // checkoutURL is empty when the donation is no longer pending.
 func (s *Server) create(ctx context.Context, in donationInput, key string) (d donation.Donation, checkoutURL string, err error) {
+	id, err := newID()
+	if err != nil {
+		return d, "", err
+	}
 	if key == "" {
-		key = uuid.NewString()
+		if key, err = newID(); err != nil {
+			return d, "", err
+		}
 	}
 	cmd := donation.Command{Kind: donation.KindCreate, Create: &donation.Create{
-		ID:             uuid.NewString(),
+		ID:             id,
 		IdempotencyKey: key,
 		RequestHash:    in.requestHash(),
 		Amount:         donation.Money{Minor: in.Amount, Currency: in.Currency},

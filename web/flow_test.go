@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/surgefund/surge/donation"
 )
 
@@ -247,5 +248,37 @@ func TestFakeProviderNotification(t *testing.T) {
 	}
 	if tot := e.ledger.Totals("EUR"); tot.RaisedMinor != 2500 {
 		t.Errorf("total %+v", tot)
+	}
+}
+
+// TestCreateStampsTimeOrderedIDs: the donation ID, and the idempotency key
+// the server makes when the client sent none, are version 7 UUIDs that
+// sort by creation time, so the state machine's keys grow at the end of
+// its key space (newID).
+func TestCreateStampsTimeOrderedIDs(t *testing.T) {
+	e := newEnv(t)
+	var prev string
+	for i := range 3 {
+		id, _ := e.create(2500)
+		d, ok, err := e.ledger.Donation(id)
+		if err != nil || !ok {
+			t.Fatalf("donation %s: %v %v", id, ok, err)
+		}
+		for what, v := range map[string]string{"id": id, "server-made idempotency key": d.IdempotencyKey} {
+			u, err := uuid.Parse(v)
+			if err != nil || u.Version() != 7 {
+				t.Fatalf("%s %q is not a version 7 UUID (%v)", what, v, err)
+			}
+		}
+		if i > 0 && id <= prev {
+			t.Fatalf("id %s does not sort after the earlier %s", id, prev)
+		}
+		prev = id
+		time.Sleep(2 * time.Millisecond) // the next millisecond: v7 orders across milliseconds
+	}
+	// A key the client sent is kept as it is.
+	id, _ := e.create(2500, "Idempotency-Key", "client-key-1")
+	if d, _, _ := e.ledger.Donation(id); d.IdempotencyKey != "client-key-1" {
+		t.Fatalf("client key stored as %q", d.IdempotencyKey)
 	}
 }

@@ -32,6 +32,19 @@
     };
     poll();
   }
+  // A version 7 UUID: the time in milliseconds, then random bits. Keys
+  // that grow with time are stored at the end of the server's key space,
+  // which keeps its compactions small (the server's own IDs are the same).
+  function timeKey() {
+    var b = new Uint8Array(16), t = Date.now(), i, h = "";
+    if (window.crypto && crypto.getRandomValues) crypto.getRandomValues(b);
+    else for (i = 0; i < 16; i++) b[i] = Math.floor(Math.random() * 256);
+    for (i = 5; i >= 0; i--) { b[i] = t % 256; t = Math.floor(t / 256); }
+    b[6] = (b[6] & 0x0f) | 0x70;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    for (i = 0; i < 16; i++) h += (b[i] < 16 ? "0" : "") + b[i].toString(16);
+    return h.slice(0, 8) + "-" + h.slice(8, 12) + "-" + h.slice(12, 16) + "-" + h.slice(16, 20) + "-" + h.slice(20);
+  }
   if (page === "donate") {
     var form = $("form.donate"), custom = $("#custom_amount");
     custom.addEventListener("input", function () {
@@ -39,7 +52,7 @@
     });
     form.addEventListener("submit", function () {
       var k = $("[data-idem]");
-      if (!k.value) k.value = window.crypto && crypto.randomUUID ? crypto.randomUUID() : String(Date.now()) + "-" + Math.random().toString(36).slice(2);
+      if (!k.value) k.value = timeKey();
       form.querySelector("button[type=submit]").disabled = true;
     });
     // Coming back from the gateway with the back button: a new attempt gets a new key.

@@ -11,6 +11,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/surgefund/surge/donation"
 	"github.com/surgefund/surge/node"
 )
@@ -112,12 +113,12 @@ func (c *inprocCluster) close() error {
 	return errors.Join(errs...)
 }
 
-// createCommand is a create command as web stamps it: fresh id and key,
-// the proposer's clock.
+// createCommand is a create command as web stamps it: fresh time-ordered
+// id and key (version 7 UUIDs, web.newID), the proposer's clock.
 func createCommand(amount int64) donation.Command {
 	return donation.Command{Kind: donation.KindCreate, Create: &donation.Create{
-		ID:             randomKey("d"),
-		IdempotencyKey: randomKey("k"),
+		ID:             uuid.Must(uuid.NewV7()).String(),
+		IdempotencyKey: uuid.Must(uuid.NewV7()).String(),
 		RequestHash:    "bench",
 		Amount:         donation.Money{Minor: amount, Currency: "EUR"},
 		Provider:       "dev",

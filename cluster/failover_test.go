@@ -271,13 +271,21 @@ func TestWipedNodeRejoins(t *testing.T) {
 }
 
 // TestRestartOnNewAddress: the same node (same ID and stores) comes back
-// on new ports; the leader updates its address.
+// on new ports; the leader updates its address. Re-join and push-pull run
+// at their production period (30 s), so the address must come through the
+// faster re-join of a node that knows no leader: the peers refuse the new
+// address until the old entry has been dead for DeadNodeReclaimTime (1 s
+// here), and the next join after that must not wait 30 s (the systemtest
+// TestClusterProcessesKillLeader once took 60 s this way).
 func TestRestartOnNewAddress(t *testing.T) {
 	if testing.Short() {
 		t.Skip("integration")
 	}
 	tc := newTestCluster(t)
-	leader := startVoters(t, tc, 3, 3, nil)
+	leader := startVoters(t, tc, 3, 3, func(c *Config) {
+		c.RejoinInterval = 30 * time.Second
+		c.PushPullInterval = 30 * time.Second
+	})
 	var f *testNode
 	for _, n := range tc.running() {
 		if n != leader {
@@ -295,7 +303,7 @@ func TestRestartOnNewAddress(t *testing.T) {
 	if f.c.RaftAddr() == oldAddr {
 		t.Skip("got the same port again")
 	}
-	tc.waitConfig(15*time.Second, "address updated", func(v, nv []string) error {
+	tc.waitConfig(12*time.Second, "address updated", func(v, nv []string) error {
 		for _, s := range leader.c.raft.GetConfiguration().Configuration().Servers {
 			if string(s.ID) == f.id() && string(s.Address) == f.c.RaftAddr() {
 				return nil

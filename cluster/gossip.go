@@ -234,10 +234,18 @@ func resolveAdvertiseIP(ctx context.Context, host string) (string, error) {
 	return ips[0].String(), nil
 }
 
+// unsettledRejoinInterval is how often a node that knows no Raft leader
+// re-joins its seeds (RejoinInterval, if shorter, wins). A node restarted at
+// a new address is refused by its peers ("conflicting address") until its
+// old entry has been dead for DeadNodeReclaimTime; the first join after that
+// lets the leader learn the new Raft address. With only the 30-s re-join it
+// could take up to a minute; now it is a few seconds after the reclaim time.
+const unsettledRejoinInterval = 2 * time.Second
+
 // joinLoop joins the seeds with backoff until one answers, then re-joins
 // them every RejoinInterval so the halves of a healed partition (which
 // memberlist alone never re-contacts once it forgot the dead) find each
-// other again.
+// other again, and more often while this node knows no leader.
 func (c *Cluster) joinLoop(ctx context.Context) {
 	defer c.wg.Done()
 	if len(c.cfg.Join) == 0 {
@@ -256,16 +264,16 @@ func (c *Cluster) joinLoop(ctx context.Context) {
 		}
 		backoff = min(2*backoff, 5*time.Second)
 	}
-	t := time.NewTicker(c.cfg.RejoinInterval)
-	defer t.Stop()
 	for {
-		select {
-		case <-ctx.Done():
+		d := c.cfg.RejoinInterval
+		if _, id := c.raft.LeaderWithID(); id == "" {
+			d = min(d, unsettledRejoinInterval)
+		}
+		if !sleepCtx(ctx, d) {
 			return
-		case <-t.C:
-			if n, err := c.ml.Join(c.cfg.Join); err != nil && n == 0 {
-				c.log.Debug("rejoin gossip seeds", "seeds", c.cfg.Join, "err", err)
-			}
+		}
+		if n, err := c.ml.Join(c.cfg.Join); err != nil && n == 0 {
+			c.log.Debug("rejoin gossip seeds", "seeds", c.cfg.Join, "err", err)
 		}
 	}
 }

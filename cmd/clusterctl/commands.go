@@ -127,7 +127,7 @@ Usage:
 
 Commands:
 %s
-Flags (every command; also after the arguments):
+Flags (every command; before or after the command and its arguments):
   --addr URL        the node's HTTP address (env SURGE_ADDR; default http://127.0.0.1:8080)
   --token TOKEN     the admin bearer token (env SURGE_TOKEN, preferred: flags show up in ps)
   --json            print the API's raw JSON instead of a table

@@ -14,6 +14,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -107,9 +108,14 @@ func run(ctx context.Context, args []string, e env) int {
 		writeOverview(e.stderr)
 		return exitError
 	}
-	name := args[0]
+	name, args := splitCommand(args)
 	switch name {
-	case "-h", "--help", "-help":
+	case "", "-h", "--help", "-help":
+		if name == "" && len(args) > 0 && !slices.ContainsFunc(args, isHelpFlag) {
+			fmt.Fprintf(e.stderr, "clusterctl: no command among %q\n\n", args)
+			writeOverview(e.stderr)
+			return exitError
+		}
 		writeOverview(e.stdout)
 		return exitOK
 	}
@@ -119,7 +125,7 @@ func run(ctx context.Context, args []string, e env) int {
 		writeOverview(e.stderr)
 		return exitError
 	}
-	opts, pos, err := parseFlags(cmd, args[1:], e)
+	opts, pos, err := parseFlags(cmd, args, e)
 	if err != nil {
 		fmt.Fprintf(e.stderr, "clusterctl %s: %v\n\n", cmd.name, err)
 		writeCommandHelp(e.stderr, cmd)
@@ -153,6 +159,35 @@ func run(ctx context.Context, args []string, e env) int {
 		return exitError
 	}
 	return code
+}
+
+// valueFlags are the common flags that take a value as the next argument.
+var valueFlags = map[string]bool{"addr": true, "token": true, "timeout": true}
+
+func isHelpFlag(a string) bool { return a == "-h" || a == "--help" || a == "-help" }
+
+// splitCommand finds the command name among args, so that the common flags
+// may also come before it (`clusterctl --addr URL status`, as with
+// `clusterctl status --addr URL`). It returns the name ("" when there is
+// none) and every other argument in order; a lone help flag is returned as
+// the name, as before.
+func splitCommand(args []string) (string, []string) {
+	for i := 0; i < len(args); i++ {
+		a := args[i]
+		if !strings.HasPrefix(a, "-") || a == "-" {
+			return a, append(slices.Clone(args[:i]), args[i+1:]...)
+		}
+		if a == "--" {
+			break
+		}
+		if name := strings.TrimLeft(a, "-"); valueFlags[name] {
+			i++ // its value
+		}
+	}
+	if len(args) == 1 && isHelpFlag(args[0]) {
+		return args[0], nil
+	}
+	return "", args
 }
 
 // parseFlags reads the common flags anywhere among the arguments and

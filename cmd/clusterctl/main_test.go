@@ -223,7 +223,7 @@ func TestJSONPrintsTheBody(t *testing.T) {
 func TestEnvironmentAndAuth(t *testing.T) {
 	f := newFakeNode(t)
 	r := runCLI(t, runOpts{env: map[string]string{"SURGE_ADDR": f.srv.URL, "SURGE_TOKEN": token}}, "peers")
-	if r.code != exitOK || !strings.Contains(r.stdout, "SUFFRAGE") {
+	if r.code != exitOK || !strings.Contains(strings.ToLower(r.stdout), "suffrage") {
 		t.Fatalf("peers from env: %+v", r)
 	}
 	// A flag wins over the environment.
@@ -242,6 +242,30 @@ func TestEnvironmentAndAuth(t *testing.T) {
 	r = runCLI(t, runOpts{}, "status", "--addr", "http://127.0.0.1:1", "--timeout", "2s")
 	if r.code != exitError || !strings.Contains(r.stderr, "is a node listening") {
 		t.Fatalf("nobody listening: %+v", r)
+	}
+}
+
+// TestFlagsBeforeTheCommand: the common flags work before the command as
+// well as after it, as a newcomer types them.
+func TestFlagsBeforeTheCommand(t *testing.T) {
+	f := newFakeNode(t)
+	for _, args := range [][]string{
+		{"--addr", f.srv.URL, "--token", token, "peers"},
+		{"--addr=" + f.srv.URL, "peers", "--token", token},
+		{"--json", "--addr", f.srv.URL, "--timeout", "5s", "peers", "--token=" + token},
+	} {
+		r := runCLI(t, runOpts{}, args...)
+		if r.code != exitOK || !strings.Contains(strings.ToLower(r.stdout), "suffrage") {
+			t.Fatalf("%q: exit %d\nstdout %s\nstderr %s", args, r.code, r.stdout, r.stderr)
+		}
+	}
+	r := runCLI(t, runOpts{}, "--addr", f.srv.URL)
+	if r.code != exitError || !strings.Contains(r.stderr, "no command") {
+		t.Fatalf("flags without a command: exit %d stderr %q", r.code, r.stderr)
+	}
+	r = runCLI(t, runOpts{}, "--addr", f.srv.URL, "--help")
+	if r.code != exitOK || !strings.Contains(r.stdout, "Usage:") {
+		t.Fatalf("--addr URL --help: exit %d stdout %q", r.code, r.stdout)
 	}
 }
 

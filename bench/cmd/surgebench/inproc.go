@@ -56,6 +56,32 @@ func inprocConfigs(dir string, n int) ([]node.Config, error) {
 	return cfgs, nil
 }
 
+// startFreshInproc starts n new in-process nodes on free ports in dir
+// (adjust may change their configs first). freePorts releases the ports it
+// found before the nodes bind them, so another program (a test running in
+// parallel) can take one in between; then the nodes' data dirs are removed
+// and the start is tried again on new ports, up to three times.
+func startFreshInproc(ctx context.Context, dir string, n int, adjust func([]node.Config)) (*inprocCluster, error) {
+	for attempt := 1; ; attempt++ {
+		cfgs, err := inprocConfigs(dir, n)
+		if err != nil {
+			return nil, err
+		}
+		if adjust != nil {
+			adjust(cfgs)
+		}
+		c, err := startInproc(ctx, dir, cfgs)
+		if err == nil || attempt == 3 || !strings.Contains(err.Error(), "address already in use") {
+			return c, err
+		}
+		for _, cfg := range cfgs {
+			if rerr := os.RemoveAll(cfg.DataDir); rerr != nil {
+				return nil, errors.Join(err, rerr)
+			}
+		}
+	}
+}
+
 // startInproc starts the nodes of cfgs and waits until each is ready. The
 // nodes log at warn level to dir/inproc.log.
 func startInproc(ctx context.Context, dir string, cfgs []node.Config) (*inprocCluster, error) {

@@ -3,9 +3,13 @@ package main
 import (
 	"bytes"
 	"context"
+	"net"
 	"runtime/trace"
+	"strings"
 	"testing"
 	"time"
+
+	"github.com/surgefund/surge/node"
 )
 
 func TestStalls(t *testing.T) {
@@ -87,4 +91,36 @@ func TestReadTraceWindows(t *testing.T) {
 	if len(tw.cpu) < 3 || callers < 100 || callers < all/2 {
 		t.Fatalf("%d windows, callers ran %.0f ms of %.0f ms (%d operations); want ≥ 3 windows and most of the CPU in callers", len(tw.cpu), callers, all, len(r.Lat))
 	}
+}
+
+// TestInprocBusyPortIsRecognised: a node that cannot bind its port fails
+// with the text startFreshInproc retries on, and a fresh start succeeds.
+func TestInprocBusyPortIsRecognised(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a node")
+	}
+	dir := t.TempDir()
+	cfgs, err := inprocConfigs(dir, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfgs[0].Join = nil
+	busy, err := net.Listen("tcp", cfgs[0].GossipAddr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer busy.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if c, err := startInproc(ctx, dir, cfgs); err == nil {
+		c.close()
+		t.Fatal("a node started on a port another listener holds")
+	} else if !strings.Contains(err.Error(), "address already in use") {
+		t.Fatalf("busy port: %v; startFreshInproc would not retry it", err)
+	}
+	c, err := startFreshInproc(ctx, dir, 1, func(cfgs []node.Config) { cfgs[0].Join = nil })
+	if err != nil {
+		t.Fatalf("fresh start after the failed one: %v", err)
+	}
+	c.close()
 }

@@ -247,12 +247,8 @@ func runPropose(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		return err
 	}
 	defer cleanup()
-	cfgs, err := inprocConfigs(dir, 3)
-	if err != nil {
-		return err
-	}
 	log.printf("starting 3 in-process nodes in %s", dir)
-	c, err := startInproc(ctx, dir, cfgs)
+	c, err := startFreshInproc(ctx, dir, 3, nil)
 	if err != nil {
 		return err
 	}

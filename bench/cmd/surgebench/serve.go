@@ -8,6 +8,8 @@ import (
 	"os"
 	"runtime/pprof"
 	"time"
+
+	"github.com/surgefund/surge/node"
 )
 
 // runServe starts one node in this process, prints its URL on stdout and
@@ -32,12 +34,9 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return err
 	}
 	defer cleanup()
-	cfgs, err := inprocConfigs(dir, 1)
-	if err != nil {
-		return err
-	}
-	cfgs[0].Join = nil // alone: it bootstraps itself
-	c, err := startInproc(ctx, dir, cfgs)
+	c, err := startFreshInproc(ctx, dir, 1, func(cfgs []node.Config) {
+		cfgs[0].Join = nil // alone: it bootstraps itself
+	})
 	if err != nil {
 		return err
 	}

@@ -23,12 +23,8 @@ type testCluster struct {
 // CPU profiles of the whole path) nodes in this process.
 func startTestCluster(ctx context.Context, dir, bin string, inprocess bool, log *progress) (*testCluster, error) {
 	if inprocess {
-		cfgs, err := inprocConfigs(dir, 3)
-		if err != nil {
-			return nil, err
-		}
 		log.printf("starting 3 in-process nodes in %s", dir)
-		c, err := startInproc(ctx, dir, cfgs)
+		c, err := startFreshInproc(ctx, dir, 3, nil)
 		if err != nil {
 			return nil, err
 		}

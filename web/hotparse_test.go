@@ -194,27 +194,18 @@ func FuzzHotParse(f *testing.F) {
 // The checks of golang.org/x/net/http/httpguts that net/http's server
 // applies, written out for the test.
 
-func validHostForTest(h string) bool {
-	for i := 0; i < len(h); i++ {
-		c := h[i]
-		ok := c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || strings.IndexByte("!$%&'()*+,-.:;=@[]_~", c) >= 0
-		if !ok {
-			return false
-		}
-	}
-	return true
-}
+func validHostForTest(h string) bool { return alnumOr(h, "!$%&'()*+,-.:;=@[]_~") }
 
-func validNameForTest(k string) bool {
-	if k == "" {
-		return false
-	}
-	// tchar (RFC 9110 §5.6.2), spelled out rather than taken from
-	// hotTokenByte, so that the check does not pass by construction.
-	for i := 0; i < len(k); i++ {
-		c := k[i]
-		ok := c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || strings.IndexByte("!#$%&'*+-.^_`|~", c) >= 0
-		if !ok {
+// validNameForTest is tchar (RFC 9110 §5.6.2), spelled out rather than
+// taken from hotTokenByte, so that the check does not pass by construction.
+func validNameForTest(k string) bool { return k != "" && alnumOr(k, "!#$%&'*+-.^_`|~") }
+
+// alnumOr reports whether every byte of s is an ASCII letter or digit or
+// one of punct.
+func alnumOr(s, punct string) bool {
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || strings.IndexByte(punct, c) >= 0) {
 			return false
 		}
 	}

@@ -109,15 +109,14 @@ func run(ctx context.Context, args []string, e env) int {
 		return exitError
 	}
 	name, args := splitCommand(args)
-	switch name {
-	case "", "-h", "--help", "-help":
-		if name == "" && len(args) > 0 && !slices.ContainsFunc(args, isHelpFlag) {
-			fmt.Fprintf(e.stderr, "clusterctl: no command among %q\n\n", args)
-			writeOverview(e.stderr)
-			return exitError
+	if name == "" {
+		if slices.ContainsFunc(args, isHelpFlag) {
+			writeOverview(e.stdout)
+			return exitOK
 		}
-		writeOverview(e.stdout)
-		return exitOK
+		fmt.Fprintf(e.stderr, "clusterctl: no command among %q\n\n", args)
+		writeOverview(e.stderr)
+		return exitError
 	}
 	cmd := lookup(name)
 	if cmd == nil {
@@ -161,17 +160,15 @@ func run(ctx context.Context, args []string, e env) int {
 	return code
 }
 
-// valueFlags are the common flags that take a value as the next argument.
-var valueFlags = map[string]bool{"addr": true, "token": true, "timeout": true}
-
 func isHelpFlag(a string) bool { return a == "-h" || a == "--help" || a == "-help" }
 
 // splitCommand finds the command name among args, so that the common flags
 // may also come before it (`clusterctl --addr URL status`, as with
 // `clusterctl status --addr URL`). It returns the name ("" when there is
-// none) and every other argument in order; a lone help flag is returned as
-// the name, as before.
+// none) and every other argument in order. Which flags take the next
+// argument as their value comes from the flag set parseFlags uses.
 func splitCommand(args []string) (string, []string) {
+	fs := commonFlags("", &options{})
 	for i := 0; i < len(args); i++ {
 		a := args[i]
 		if !strings.HasPrefix(a, "-") || a == "-" {
@@ -180,14 +177,32 @@ func splitCommand(args []string) (string, []string) {
 		if a == "--" {
 			break
 		}
-		if name := strings.TrimLeft(a, "-"); valueFlags[name] {
+		if f := fs.Lookup(strings.TrimLeft(a, "-")); f != nil && !strings.Contains(a, "=") && !isBoolFlag(f) {
 			i++ // its value
 		}
 	}
-	if len(args) == 1 && isHelpFlag(args[0]) {
-		return args[0], nil
-	}
 	return "", args
+}
+
+func isBoolFlag(f *flag.Flag) bool {
+	b, ok := f.Value.(interface{ IsBoolFlag() bool })
+	return ok && b.IsBoolFlag()
+}
+
+// commonFlags is the flag set of every command, parsing into o with o's
+// values as the defaults.
+func commonFlags(name string, o *options) *flag.FlagSet {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	fs.StringVar(&o.addr, "addr", o.addr, "")
+	fs.StringVar(&o.token, "token", o.token, "")
+	fs.BoolVar(&o.json, "json", false, "")
+	fs.DurationVar(&o.timeout, "timeout", o.timeout, "")
+	fs.BoolVar(&o.yes, "yes", false, "")
+	fs.BoolVar(&o.yes, "y", false, "")
+	fs.BoolVar(&o.help, "h", false, "")
+	fs.BoolVar(&o.help, "help", false, "")
+	return fs
 }
 
 // parseFlags reads the common flags anywhere among the arguments and
@@ -199,16 +214,7 @@ func parseFlags(cmd *command, args []string, e env) (options, []string, error) {
 		o.addr = v
 	}
 	o.token = e.getenv("SURGE_TOKEN")
-	fs := flag.NewFlagSet(cmd.name, flag.ContinueOnError)
-	fs.SetOutput(io.Discard)
-	fs.StringVar(&o.addr, "addr", o.addr, "")
-	fs.StringVar(&o.token, "token", o.token, "")
-	fs.BoolVar(&o.json, "json", false, "")
-	fs.DurationVar(&o.timeout, "timeout", o.timeout, "")
-	fs.BoolVar(&o.yes, "yes", false, "")
-	fs.BoolVar(&o.yes, "y", false, "")
-	fs.BoolVar(&o.help, "h", false, "")
-	fs.BoolVar(&o.help, "help", false, "")
+	fs := commonFlags(cmd.name, &o)
 	var pos []string
 	for {
 		if err := fs.Parse(args); err != nil {

@@ -93,7 +93,7 @@ func TestBrowserDonorJourney(t *testing.T) {
 		t.Fatalf("ended on %s, want /success?donation=…", url)
 	}
 	// The key the page made and the ID the server made are both version 7
-	// UUIDs stamped with the current time (web.newID, site/static/app.js).
+	// UUIDs stamped with the current time (web.NewID, site/static/app.js).
 	id := url[strings.Index(url, "donation=")+len("donation="):]
 	if i := strings.IndexByte(id, '&'); i >= 0 {
 		id = id[:i]

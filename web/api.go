@@ -179,7 +179,7 @@ func (s *Server) rateLimit(r *http.Request) *Error {
 	return nil
 }
 
-// newID returns a fresh donation ID or idempotency key: a version 7 UUID,
+// NewID returns a fresh donation ID or idempotency key: a version 7 UUID,
 // which starts with the time in milliseconds and has 74 random bits. The
 // state machine stores donations and keys under these IDs, so IDs that grow
 // with time land at the end of Badger's key space: compactions rewrite the
@@ -187,7 +187,7 @@ func (s *Server) rateLimit(r *http.Request) *Error {
 // IDs made them do (BENCHMARKS.md §0a: 14-24 % less CPU per create once the
 // store holds a few hundred thousand donations). The time it reveals, to
 // the donor who holds the ID, is when the donation was made.
-func newID() (string, error) {
+func NewID() (string, error) {
 	u, err := uuid.NewV7()
 	if err != nil {
 		return "", fmt.Errorf("new donation id: %w", err)
@@ -199,12 +199,12 @@ func newID() (string, error) {
 // duplicate (same idempotency key and body) returns the original donation.
 // checkoutURL is empty when the donation is no longer pending.
 func (s *Server) create(ctx context.Context, in donationInput, key string) (d donation.Donation, checkoutURL string, err error) {
-	id, err := newID()
+	id, err := NewID()
 	if err != nil {
 		return d, "", err
 	}
 	if key == "" {
-		if key, err = newID(); err != nil {
+		if key, err = NewID(); err != nil {
 			return d, "", err
 		}
 	}

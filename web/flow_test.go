@@ -254,7 +254,7 @@ func TestFakeProviderNotification(t *testing.T) {
 // TestCreateStampsTimeOrderedIDs: the donation ID, and the idempotency key
 // the server makes when the client sent none, are version 7 UUIDs that
 // sort by creation time, so the state machine's keys grow at the end of
-// its key space (newID).
+// its key space (NewID).
 func TestCreateStampsTimeOrderedIDs(t *testing.T) {
 	e := newEnv(t)
 	var prev string

@@ -11,9 +11,9 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/google/uuid"
 	"github.com/surgefund/surge/donation"
 	"github.com/surgefund/surge/node"
+	"github.com/surgefund/surge/web"
 )
 
 // inprocCluster is three (or n) nodes in this process, built with node.New
@@ -139,12 +139,12 @@ func (c *inprocCluster) close() error {
 	return errors.Join(errs...)
 }
 
-// createCommand is a create command as web stamps it: fresh time-ordered
-// id and key (version 7 UUIDs, web.newID), the proposer's clock.
+// createCommand is a create command as web stamps it: fresh id and key
+// from web.NewID, the proposer's clock.
 func createCommand(amount int64) donation.Command {
 	return donation.Command{Kind: donation.KindCreate, Create: &donation.Create{
-		ID:             uuid.Must(uuid.NewV7()).String(),
-		IdempotencyKey: uuid.Must(uuid.NewV7()).String(),
+		ID:             webID(),
+		IdempotencyKey: webID(),
 		RequestHash:    "bench",
 		Amount:         donation.Money{Minor: amount, Currency: "EUR"},
 		Provider:       "dev",
@@ -153,6 +153,16 @@ func createCommand(amount int64) donation.Command {
 		Message:        "surgebench",
 		At:             time.Now().UnixNano(),
 	}}
+}
+
+// webID is web.NewID for a harness that cannot go on without one (it fails
+// only when the system's random source does).
+func webID() string {
+	id, err := web.NewID()
+	if err != nil {
+		panic(err)
+	}
+	return id
 }
 
 // paymentCommand confirms the donation id: a succeeded dev event.

@@ -461,7 +461,7 @@ sample:
 		log.printf("starting fresh %s with --join", p.name)
 		tl := time.Now()
 		base := joinSample{others: othersCPU(pc.procs[:3]), host: hostBusy()}
-		if err := p.start(ctx); err != nil {
+		if err := p.startFresh(ctx); err != nil {
 			return err
 		}
 		jr := joinResult{name: p.name, http: time.Since(tl)}

@@ -124,3 +124,44 @@ func TestInprocBusyPortIsRecognised(t *testing.T) {
 	}
 	c.close()
 }
+
+// TestProcClusterRetriesATakenPort: a node process that cannot bind its
+// port (another program took it after freePorts released it) exits; the
+// cluster start notices it in the node's log and starts the node again,
+// wiped, on new ports.
+func TestProcClusterRetriesATakenPort(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and starts a node process")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	dir := t.TempDir()
+	bin, err := buildNode(ctx, dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := newProcCluster(dir, bin, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	taken := c.procs[0].http // bound last, after the node has bootstrapped: the retry must wipe that
+	busy, err := net.Listen("tcp", taken)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer busy.Close()
+	var out bytes.Buffer
+	if err := c.startFresh(ctx, &progress{w: &out}); err != nil {
+		t.Fatalf("start: %v\n%s", err, out.String())
+	}
+	defer c.close()
+	if !strings.Contains(out.String(), "starting again on new ports") {
+		t.Fatalf("the node started on a taken port without a retry:\n%s", out.String())
+	}
+	if c.procs[0].http == taken {
+		t.Fatal("the retry kept the taken port")
+	}
+	if err := waitReady(ctx, c.procs[0].base(), 30*time.Second, true); err != nil {
+		t.Fatal(err)
+	}
+}

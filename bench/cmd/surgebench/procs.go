@@ -2,16 +2,19 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -275,53 +278,125 @@ type procCluster struct {
 
 // startProcCluster starts n node processes of bin under dir that form one
 // cluster with --bootstrap-expect n, and waits until all are ready.
+// freePorts releases the ports it finds before the nodes bind them, so
+// another program (a test running in parallel) can take one in between:
+// when a node says so in its log, every node's data and log are removed and
+// the cluster starts again on new ports, up to three times.
 func startProcCluster(ctx context.Context, dir, bin string, n int, log *progress) (*procCluster, error) {
 	c, err := newProcCluster(dir, bin, n)
 	if err != nil {
 		return nil, err
 	}
-	log.printf("starting %d node processes in %s", n, dir)
-	if err := c.start(ctx); err != nil {
-		c.close()
+	if err := c.startFresh(ctx, log); err != nil {
 		return nil, err
 	}
 	return c, nil
+}
+
+// startFresh starts the nodes of a new cluster (see startProcCluster). On
+// an error every node is stopped.
+func (c *procCluster) startFresh(ctx context.Context, log *progress) error {
+	for attempt := 1; ; attempt++ {
+		log.printf("starting %d node processes in %s", len(c.procs), c.dir)
+		err := c.start(ctx)
+		if err == nil {
+			return nil
+		}
+		c.close()
+		if attempt == 3 || !slices.ContainsFunc(c.procs, (*proc).portTaken) {
+			return err
+		}
+		log.printf("a port was taken before a node bound it (%v); starting again on new ports", err)
+		for _, p := range c.procs {
+			if err := p.reset(); err != nil {
+				return err
+			}
+		}
+		c.setJoinArgs()
+	}
 }
 
 // newProcCluster prepares n nodes that form one cluster with
 // --bootstrap-expect n; start launches them.
 func newProcCluster(dir, bin string, n int) (*procCluster, error) {
 	c := &procCluster{dir: dir, bin: bin}
-	var gossips []string
 	for i := range n {
 		p, err := c.newProc(fmt.Sprintf("n%d", i+1))
 		if err != nil {
 			return nil, err
 		}
-		gossips = append(gossips, p.gossip)
 		c.procs = append(c.procs, p)
 	}
-	for _, p := range c.procs {
-		p.args = []string{"--bootstrap-expect", fmt.Sprint(n), "--join", strings.Join(gossips, ",")}
-	}
+	c.setJoinArgs()
 	return c, nil
+}
+
+// setJoinArgs gives every node --bootstrap-expect and the gossip addresses
+// of all.
+func (c *procCluster) setJoinArgs() {
+	var gossips []string
+	for _, p := range c.procs {
+		gossips = append(gossips, p.gossip)
+	}
+	for _, p := range c.procs {
+		p.args = []string{"--bootstrap-expect", fmt.Sprint(len(c.procs)), "--join", strings.Join(gossips, ",")}
+	}
 }
 
 // newProc prepares a node with fresh ports and its own data dir.
 func (c *procCluster) newProc(name string) (*proc, error) {
-	ports, err := freePorts(3)
-	if err != nil {
-		return nil, err
-	}
-	return &proc{
+	p := &proc{
 		name:    name,
 		bin:     c.bin,
 		dataDir: filepath.Join(c.dir, name),
-		http:    fmt.Sprintf("127.0.0.1:%d", ports[0]),
-		gossip:  fmt.Sprintf("127.0.0.1:%d", ports[1]),
-		raft:    fmt.Sprintf("127.0.0.1:%d", ports[2]),
 		logPath: filepath.Join(c.dir, name+".log"),
-	}, nil
+	}
+	return p, p.newPorts()
+}
+
+// newPorts gives p free ports.
+func (p *proc) newPorts() error {
+	ports, err := freePorts(3)
+	if err != nil {
+		return err
+	}
+	p.http = fmt.Sprintf("127.0.0.1:%d", ports[0])
+	p.gossip = fmt.Sprintf("127.0.0.1:%d", ports[1])
+	p.raft = fmt.Sprintf("127.0.0.1:%d", ports[2])
+	return nil
+}
+
+// portTaken reports whether p's log says it could not bind a port.
+func (p *proc) portTaken() bool {
+	b, err := os.ReadFile(p.logPath)
+	return err == nil && bytes.Contains(b, []byte("address already in use"))
+}
+
+// reset makes p a fresh node again after a failed first start: its data
+// dir and log are removed and it gets new ports. Only for nodes that never
+// ran: whatever they stored goes.
+func (p *proc) reset() error {
+	if err := os.RemoveAll(p.dataDir); err != nil {
+		return err
+	}
+	if err := os.Remove(p.logPath); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return err
+	}
+	return p.newPorts()
+}
+
+// startFresh starts p, a node that has never run, and retries on new
+// ports (see startProcCluster) when one of its ports was taken.
+func (p *proc) startFresh(ctx context.Context) error {
+	for attempt := 1; ; attempt++ {
+		err := p.start(ctx)
+		if err == nil || attempt == 3 || !p.portTaken() {
+			return err
+		}
+		if err := p.reset(); err != nil {
+			return err
+		}
+	}
 }
 
 func (c *procCluster) start(ctx context.Context) error {

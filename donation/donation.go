@@ -64,7 +64,7 @@ type Donation struct {
 	Anonymous      bool     `json:"anonymous,omitempty"`
 	CreatedAt      int64    `json:"created_at"` // unix nanoseconds, stamped by the proposer
 	UpdatedAt      int64    `json:"updated_at"`
-	Events         []string `json:"events,omitempty"` // unique keys applied to this donation, in log order
+	Events         []string `json:"events,omitempty"` // unique keys applied to this donation, in log order; the first MaxRecordedEvents
 }
 
 // Counted reports whether the donation is part of the public total, and

@@ -162,7 +162,7 @@ func decidePayment(s State, key string, p *Payment) (Result, Effects, error) {
 		return Result{Code: CodeAmountMismatch, Donation: d}, Effects{}, nil
 	}
 	next := d
-	next.Events = append(append([]string(nil), d.Events...), key)
+	next.Events = withEvent(d.Events, key)
 	next.UpdatedAt = p.At
 	if p.ProviderRef != "" && next.ProviderRef == "" {
 		next.ProviderRef = p.ProviderRef
@@ -208,7 +208,7 @@ func decideRefund(s State, key string, r *Refund) (Result, Effects, error) {
 		return Result{Code: CodeRefundExceeds, Donation: d}, Effects{}, nil
 	}
 	next := d
-	next.Events = append(append([]string(nil), d.Events...), key)
+	next.Events = withEvent(d.Events, key)
 	next.RefundedMinor += r.Amount.Minor
 	next.UpdatedAt = r.At
 	delta := Delta{Currency: d.Amount.Currency, Raised: -r.Amount.Minor}
@@ -217,4 +217,21 @@ func decideRefund(s State, key string, r *Refund) (Result, Effects, error) {
 		delta.Donations = -1
 	}
 	return Result{Code: CodeOK, Donation: next}, Effects{Put: &next, Keys: []string{key}, KeyID: d.ID, Delta: delta}, nil
+}
+
+// MaxRecordedEvents bounds the event keys a donation record lists. Every
+// event is still deduplicated by its key (the key index maps it to the
+// donation); past the bound the list stops growing, so a gateway that sends
+// one donation endless distinct notices cannot grow its record, and the
+// cost of rewriting it at every event, without limit.
+const MaxRecordedEvents = 64
+
+// withEvent returns events with key appended, in a new slice (the record
+// that was read is never written into), or events itself when the record
+// already lists MaxRecordedEvents.
+func withEvent(events []string, key string) []string {
+	if len(events) >= MaxRecordedEvents {
+		return events
+	}
+	return append(append(make([]string, 0, len(events)+1), events...), key)
 }

@@ -170,7 +170,7 @@ func checkEffects(t *testing.T, before *memState, cmd Command, res Result, eff E
 		if !reflect.DeepEqual(res.Donation, *eff.Put) {
 			t.Fatalf("%s: result donation %+v differs from the one put %+v", where, res.Donation, *eff.Put)
 		}
-		if cmd.Kind != KindCreate && eff.Put.Events[len(eff.Put.Events)-1] != key {
+		if cmd.Kind != KindCreate && len(eff.Put.Events) < MaxRecordedEvents && eff.Put.Events[len(eff.Put.Events)-1] != key {
 			t.Fatalf("%s: events %q do not end with the key", where, eff.Put.Events)
 		}
 		if res.Code == CodeIgnored {
@@ -721,6 +721,38 @@ func TestDecideHistory(t *testing.T) {
 	}
 	if d.Status != StatusSucceeded || d.RefundedMinor != 100 {
 		t.Errorf("status %s refunded %d, want succeeded with 100", d.Status, d.RefundedMinor)
+	}
+}
+
+// TestDecideEventsAreBounded: a donation sent more distinct notices than
+// MaxRecordedEvents lists only the first ones, still answers each
+// redelivery as a duplicate, and still moves to its final state once.
+func TestDecideEventsAreBounded(t *testing.T) {
+	st := newMemState()
+	step(t, st, cCreate("d1", "k1", "h1", 2500, "EUR"))
+	const notices = MaxRecordedEvents + 36
+	for i := range notices {
+		if got := step(t, st, cPayDev(fmt.Sprintf("e%d", i), "d1", OutcomeProcessing)).res.Code; got != CodeIgnored {
+			t.Fatalf("notice %d answered %s", i, got)
+		}
+	}
+	for _, i := range []int{0, MaxRecordedEvents - 1, notices - 1} {
+		if got := step(t, st, cPayDev(fmt.Sprintf("e%d", i), "d1", OutcomeProcessing)).res.Code; got != CodeDuplicate {
+			t.Fatalf("redelivered notice %d answered %s, want a duplicate", i, got)
+		}
+	}
+	if got := step(t, st, cPayDev("final", "d1", OutcomeSucceeded)).res.Code; got != CodeOK {
+		t.Fatalf("the success after the bound answered %s", got)
+	}
+	if got := step(t, st, cPayDev("final", "d1", OutcomeSucceeded)).res.Code; got != CodeDuplicate {
+		t.Fatalf("the success again answered %s", got)
+	}
+	d := st.donations["d1"]
+	if len(d.Events) != MaxRecordedEvents || d.Events[0] != "evt/dev/e0" || d.Status != StatusSucceeded {
+		t.Fatalf("%d events (first %q), status %s; want %d events from evt/dev/e0 and succeeded", len(d.Events), d.Events[0], d.Status, MaxRecordedEvents)
+	}
+	if tot := st.totals["EUR"]; tot.RaisedMinor != 2500 || tot.Donations != 1 {
+		t.Fatalf("totals %+v", tot)
 	}
 }
 

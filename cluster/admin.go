@@ -50,23 +50,19 @@ func (c *Cluster) handleRPC(ctx context.Context, method byte, payload []byte) (b
 		err = fmt.Errorf("unknown internal rpc method %d: %w", method, ErrBadRequest)
 	}
 	if err != nil {
+		code := codeFor(err)
 		switch {
 		case ctx.Err() != nil:
 			// This node is shutting down under the request: the caller
 			// retries elsewhere.
 			return codeClosed, []byte(fmt.Sprintf("%v: %v", ErrClosed, err))
-		case errors.Is(err, ErrTimeout), errors.Is(err, raft.ErrEnqueueTimeout):
-			// The forwarded hold ran out on this leader: raft's queue did
-			// not take the entry in time, or it did not commit in time. The
-			// caller's hold is spent too; it answers ErrTimeout (503), not a
-			// bare error, even when its own timer has not fired yet.
-			return codeTimeout, []byte(err.Error())
-		case errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled):
-			// The forwarded hold ran out while the entry was in flight:
-			// outcome unknown, the caller decides within its own deadline.
+		case code == codeError && (errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled)):
+			// A deadline with no more to say (not ErrTimeout, which has
+			// its own code): outcome unknown, the caller decides within
+			// its own deadline.
 			return codeLeadershipLost, []byte(err.Error())
 		}
-		return codeFor(err), []byte(err.Error())
+		return code, []byte(err.Error())
 	}
 	return codeOK, out
 }

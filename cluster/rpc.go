@@ -12,6 +12,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/hashicorp/raft"
 )
 
 // The internal RPC is a small multiplexed request/response protocol over
@@ -115,6 +117,12 @@ func codeFor(err error) byte {
 		return codeUnknownServer
 	case errors.Is(err, ErrTooLarge):
 		return codeTooLarge
+	case errors.Is(err, ErrTimeout), errors.Is(err, raft.ErrEnqueueTimeout):
+		// The hold ran out on the leader: raft's queue did not take the
+		// entry in time, or it did not commit in time. The caller's hold
+		// is spent too; it answers ErrTimeout (503), not a bare error, even
+		// when its own timer has not fired yet.
+		return codeTimeout
 	}
 	return codeError
 }

@@ -69,6 +69,8 @@ func (c *Cluster) apply(ctx context.Context, cmd []byte, forwarded *bool) ([]byt
 	hctx, cancel := context.WithTimeoutCause(ctx, c.cfg.HoldTimeout, ErrTimeout)
 	defer cancel()
 	deadline, _ := hctx.Deadline()
+	callerDeadline, ok := ctx.Deadline()
+	callerBound := ok && !callerDeadline.After(deadline) // the hold ends with ctx's own deadline
 	var lastErr error
 	backoff := 5 * time.Millisecond
 	for {
@@ -115,6 +117,16 @@ func (c *Cluster) apply(ctx context.Context, cmd []byte, forwarded *bool) ([]byt
 		}
 		if err == nil {
 			return resp, nil
+		}
+		if callerBound && *forwarded && errors.Is(err, ErrTimeout) {
+			// The leader ran out of the caller's own time, which it was
+			// given as the time left: it started its clock later, so ours
+			// has run out too, but our timer may not have fired yet on a
+			// busy machine. Report the caller's deadline, as promised.
+			select {
+			case <-ctx.Done():
+			case <-c.closing:
+			}
 		}
 		if !retryable(err) || ctx.Err() != nil {
 			if ctx.Err() != nil {

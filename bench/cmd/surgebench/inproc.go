@@ -60,7 +60,7 @@ func inprocConfigs(dir string, n int) ([]node.Config, error) {
 // (adjust may change their configs first). freePorts releases the ports it
 // found before the nodes bind them, so another program (a test running in
 // parallel) can take one in between; then the nodes' data dirs are removed
-// and the start is tried again on new ports, up to three times.
+// and the start is tried again on new ports, up to startAttempts times.
 func startFreshInproc(ctx context.Context, dir string, n int, adjust func([]node.Config)) (*inprocCluster, error) {
 	for attempt := 1; ; attempt++ {
 		cfgs, err := inprocConfigs(dir, n)
@@ -71,7 +71,7 @@ func startFreshInproc(ctx context.Context, dir string, n int, adjust func([]node
 			adjust(cfgs)
 		}
 		c, err := startInproc(ctx, dir, cfgs)
-		if err == nil || attempt == 3 || !strings.Contains(err.Error(), "address already in use") {
+		if err == nil || attempt == startAttempts || !portTakenIn(err.Error()) {
 			return c, err
 		}
 		for _, cfg := range cfgs {

@@ -115,7 +115,7 @@ func TestInprocBusyPortIsRecognised(t *testing.T) {
 	if c, err := startInproc(ctx, dir, cfgs); err == nil {
 		c.close()
 		t.Fatal("a node started on a port another listener holds")
-	} else if !strings.Contains(err.Error(), "address already in use") {
+	} else if !portTakenIn(err.Error()) {
 		t.Fatalf("busy port: %v; startFreshInproc would not retry it", err)
 	}
 	c, err := startFreshInproc(ctx, dir, 1, func(cfgs []node.Config) { cfgs[0].Join = nil })

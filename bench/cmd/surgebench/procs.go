@@ -2,7 +2,6 @@ package main
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -281,7 +280,7 @@ type procCluster struct {
 // freePorts releases the ports it finds before the nodes bind them, so
 // another program (a test running in parallel) can take one in between:
 // when a node says so in its log, every node's data and log are removed and
-// the cluster starts again on new ports, up to three times.
+// the cluster starts again on new ports, up to startAttempts times.
 func startProcCluster(ctx context.Context, dir, bin string, n int, log *progress) (*procCluster, error) {
 	c, err := newProcCluster(dir, bin, n)
 	if err != nil {
@@ -303,7 +302,7 @@ func (c *procCluster) startFresh(ctx context.Context, log *progress) error {
 			return nil
 		}
 		c.close()
-		if attempt == 3 || !slices.ContainsFunc(c.procs, (*proc).portTaken) {
+		if attempt == startAttempts || !slices.ContainsFunc(c.procs, (*proc).portTaken) {
 			return err
 		}
 		log.printf("a port was taken before a node bound it (%v); starting again on new ports", err)
@@ -366,10 +365,18 @@ func (p *proc) newPorts() error {
 	return nil
 }
 
+// startAttempts bounds the starts of fresh nodes on new ports when one of
+// theirs was taken (freePorts releases the ports before the nodes bind them).
+const startAttempts = 3
+
+// portTakenIn reports whether an error or a node's log says that a port
+// could not be bound because another program holds it.
+func portTakenIn(s string) bool { return strings.Contains(s, "address already in use") }
+
 // portTaken reports whether p's log says it could not bind a port.
 func (p *proc) portTaken() bool {
 	b, err := os.ReadFile(p.logPath)
-	return err == nil && bytes.Contains(b, []byte("address already in use"))
+	return err == nil && portTakenIn(string(b))
 }
 
 // reset makes p a fresh node again after a failed first start: its data
@@ -390,7 +397,7 @@ func (p *proc) reset() error {
 func (p *proc) startFresh(ctx context.Context) error {
 	for attempt := 1; ; attempt++ {
 		err := p.start(ctx)
-		if err == nil || attempt == 3 || !p.portTaken() {
+		if err == nil || attempt == startAttempts || !p.portTaken() {
 			return err
 		}
 		if err := p.reset(); err != nil {

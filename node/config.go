@@ -49,8 +49,18 @@ type Config struct {
 	// (1 = the LAN defaults; raise it on slow or overloaded machines).
 	RaftMultiplier int
 
+	// RSSLimit is the resident set size, in bytes, the node keeps to by
+	// asking the kernel to page out its stores' mapped table pages
+	// (storage.Pager); 0 = no limit, the kernel decides.
+	RSSLimit int64
+
 	Version string
 }
+
+// MinRSSLimit is the smallest RSSLimit accepted: below it the binary and
+// an idle node's heap alone exceed the limit, and the pager would page
+// tables out at every check for nothing.
+const MinRSSLimit = 48 << 20
 
 // DefaultConfig is the embedded single-node default: ./data, :8080, :7946, :7947.
 func DefaultConfig() Config {
@@ -128,6 +138,9 @@ func (c Config) Validate() error {
 		if err := a.Validate(); err != nil {
 			return fmt.Errorf("admin-token: %w", err)
 		}
+	}
+	if c.RSSLimit < 0 || (c.RSSLimit > 0 && c.RSSLimit < MinRSSLimit) {
+		return fmt.Errorf("rss-limit: %s is below the %s a node needs (0 = no limit)", (&ByteSize{N: c.RSSLimit}).String(), (&ByteSize{N: MinRSSLimit}).String())
 	}
 	if c.RaftMultiplier < 1 || c.RaftMultiplier > 10 {
 		return fmt.Errorf("raft-multiplier: %d must be between 1 and 10", c.RaftMultiplier)

@@ -92,10 +92,11 @@ func (b *ByteSize) Set(s string) error {
 // MemoryLimitDecision is what ApplyMemoryLimit did, for the start log.
 type MemoryLimitDecision struct {
 	Limit  int64  // the Go soft memory limit now in force; 0 = none
-	Source string // "flag", "GOMEMLIMIT", "cgroup", "default" or "off"
-	// Cgroup is the cgroup's memory limit the limit was derived from
-	// (Source "cgroup").
-	Cgroup int64
+	Source string // "flag", "GOMEMLIMIT", "cgroup", "rss-limit", "default" or "off"
+	// Budget is the memory budget the limit was derived from: the
+	// cgroup's limit (Source "cgroup") or --rss-limit (Source
+	// "rss-limit").
+	Budget int64
 	// Overrode is GOMEMLIMIT's value when an explicit --memory-limit
 	// replaced it.
 	Overrode string
@@ -110,18 +111,23 @@ type MemoryLimitDecision struct {
 //   - The flag given explicitly: its value wins, also over GOMEMLIMIT (the
 //     decision names the value it replaced, and the caller logs it as a
 //     warning). 0 turns the limit off.
-//   - Neither: the flag's default (flag.N), if not 0; else, when the
-//     process runs in a cgroup with a memory limit (cgroupLimit, 0 = none),
-//     two thirds of that limit, leaving the rest to Badger's memory-mapped
-//     tables and the runtime (storage/DESIGN.md "Memory limit").
+//   - Neither: the flag's default (flag.N), if not 0; else, when the node
+//     has a memory budget, two thirds of it, leaving the rest to Badger's
+//     memory-mapped tables and the runtime (storage/DESIGN.md "Memory
+//     limit"). The budget is the smaller of the cgroup's memory limit
+//     (cgroupLimit, 0 = none) and --rss-limit (rssLimit, 0 = none).
 //
 // A limit makes the garbage collector run more often as the heap nears it,
 // instead of letting the heap grow to twice the live data (GOGC=100); it
 // is soft: the heap may exceed it when the live data does, and the GC then
 // gives up at about half the CPU rather than stall the program.
-func ApplyMemoryLimit(flag ByteSize, gomemlimit string, cgroupLimit int64) MemoryLimitDecision {
+func ApplyMemoryLimit(flag ByteSize, gomemlimit string, cgroupLimit, rssLimit int64) MemoryLimitDecision {
 	gomemlimit = strings.TrimSpace(gomemlimit)
 	if !flag.Given {
+		budget, source := cgroupLimit, "cgroup"
+		if rssLimit > 0 && (budget <= 0 || rssLimit < budget) {
+			budget, source = rssLimit, "rss-limit"
+		}
 		switch {
 		case gomemlimit != "":
 			cur := debug.SetMemoryLimit(-1) // -1 reads without changing
@@ -132,10 +138,10 @@ func ApplyMemoryLimit(flag ByteSize, gomemlimit string, cgroupLimit int64) Memor
 		case flag.N > 0:
 			debug.SetMemoryLimit(flag.N)
 			return MemoryLimitDecision{Limit: flag.N, Source: "default"}
-		case cgroupLimit > 0:
-			lim := cgroupLimit / 3 * 2
+		case budget > 0:
+			lim := budget / 3 * 2
 			debug.SetMemoryLimit(lim)
-			return MemoryLimitDecision{Limit: lim, Source: "cgroup", Cgroup: cgroupLimit}
+			return MemoryLimitDecision{Limit: lim, Source: source, Budget: budget}
 		}
 		return MemoryLimitDecision{Source: "off"} // the runtime's own default (none)
 	}
@@ -158,8 +164,12 @@ func (d MemoryLimitDecision) Log(l *slog.Logger) {
 		l.Warn("--memory-limit overrides GOMEMLIMIT", "memory_limit", lim, "gomemlimit", d.Overrode)
 		return
 	}
-	if d.Source == "cgroup" {
-		l.Info("go memory limit", "memory_limit", lim, "source", d.Source, "cgroup_limit", (&ByteSize{N: d.Cgroup}).String())
+	switch d.Source {
+	case "cgroup":
+		l.Info("go memory limit", "memory_limit", lim, "source", d.Source, "cgroup_limit", (&ByteSize{N: d.Budget}).String())
+		return
+	case "rss-limit":
+		l.Info("go memory limit", "memory_limit", lim, "source", d.Source, "rss_limit", (&ByteSize{N: d.Budget}).String())
 		return
 	}
 	l.Info("go memory limit", "memory_limit", lim, "source", d.Source)

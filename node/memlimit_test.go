@@ -55,26 +55,32 @@ func TestApplyMemoryLimit(t *testing.T) {
 		flag       ByteSize
 		gomemlimit string // the variable; the runtime is set to envLimit when not ""
 		cgroup     int64  // the cgroup's memory limit; 0 = none
+		rss        int64  // --rss-limit; 0 = none
 		want       MemoryLimitDecision
 		runtime    int64
 	}{
-		{"nothing", ByteSize{}, "", 0, MemoryLimitDecision{Source: "off"}, math.MaxInt64},
-		{"default", ByteSize{N: 64 << 20}, "", 0, MemoryLimitDecision{Limit: 64 << 20, Source: "default"}, 64 << 20},
-		{"flag", ByteSize{N: 100 << 20, Given: true}, "", 0, MemoryLimitDecision{Limit: 100 << 20, Source: "flag"}, 100 << 20},
-		{"GOMEMLIMIT beats the default", ByteSize{N: 64 << 20}, "300MiB", 0, MemoryLimitDecision{Limit: envLimit, Source: "GOMEMLIMIT"}, envLimit},
-		{"flag beats GOMEMLIMIT, not silently", ByteSize{N: 100 << 20, Given: true}, "300MiB", 0, MemoryLimitDecision{Limit: 100 << 20, Source: "flag", Overrode: "300MiB"}, 100 << 20},
-		{"flag 0 turns GOMEMLIMIT off", ByteSize{Given: true}, "300MiB", 0, MemoryLimitDecision{Source: "off", Overrode: "300MiB"}, math.MaxInt64},
-		{"cgroup: two thirds of its limit", ByteSize{}, "", 150 << 20, MemoryLimitDecision{Limit: 100 << 20, Source: "cgroup", Cgroup: 150 << 20}, 100 << 20},
-		{"flag beats the cgroup", ByteSize{N: 64 << 20, Given: true}, "", 150 << 20, MemoryLimitDecision{Limit: 64 << 20, Source: "flag"}, 64 << 20},
-		{"flag 0 turns the cgroup default off", ByteSize{Given: true}, "", 150 << 20, MemoryLimitDecision{Source: "off"}, math.MaxInt64},
-		{"GOMEMLIMIT beats the cgroup", ByteSize{}, "300MiB", 150 << 20, MemoryLimitDecision{Limit: envLimit, Source: "GOMEMLIMIT"}, envLimit},
+		{"nothing", ByteSize{}, "", 0, 0, MemoryLimitDecision{Source: "off"}, math.MaxInt64},
+		{"default", ByteSize{N: 64 << 20}, "", 0, 0, MemoryLimitDecision{Limit: 64 << 20, Source: "default"}, 64 << 20},
+		{"flag", ByteSize{N: 100 << 20, Given: true}, "", 0, 0, MemoryLimitDecision{Limit: 100 << 20, Source: "flag"}, 100 << 20},
+		{"GOMEMLIMIT beats the default", ByteSize{N: 64 << 20}, "300MiB", 0, 0, MemoryLimitDecision{Limit: envLimit, Source: "GOMEMLIMIT"}, envLimit},
+		{"flag beats GOMEMLIMIT, not silently", ByteSize{N: 100 << 20, Given: true}, "300MiB", 0, 0, MemoryLimitDecision{Limit: 100 << 20, Source: "flag", Overrode: "300MiB"}, 100 << 20},
+		{"flag 0 turns GOMEMLIMIT off", ByteSize{Given: true}, "300MiB", 0, 0, MemoryLimitDecision{Source: "off", Overrode: "300MiB"}, math.MaxInt64},
+		{"cgroup: two thirds of its limit", ByteSize{}, "", 150 << 20, 0, MemoryLimitDecision{Limit: 100 << 20, Source: "cgroup", Budget: 150 << 20}, 100 << 20},
+		{"flag beats the cgroup", ByteSize{N: 64 << 20, Given: true}, "", 150 << 20, 0, MemoryLimitDecision{Limit: 64 << 20, Source: "flag"}, 64 << 20},
+		{"flag 0 turns the cgroup default off", ByteSize{Given: true}, "", 150 << 20, 0, MemoryLimitDecision{Source: "off"}, math.MaxInt64},
+		{"GOMEMLIMIT beats the cgroup", ByteSize{}, "300MiB", 150 << 20, 0, MemoryLimitDecision{Limit: envLimit, Source: "GOMEMLIMIT"}, envLimit},
+		{"rss-limit: two thirds of it", ByteSize{}, "", 0, 150 << 20, MemoryLimitDecision{Limit: 100 << 20, Source: "rss-limit", Budget: 150 << 20}, 100 << 20},
+		{"rss-limit below the cgroup's", ByteSize{}, "", 300 << 20, 150 << 20, MemoryLimitDecision{Limit: 100 << 20, Source: "rss-limit", Budget: 150 << 20}, 100 << 20},
+		{"cgroup below rss-limit", ByteSize{}, "", 150 << 20, 300 << 20, MemoryLimitDecision{Limit: 100 << 20, Source: "cgroup", Budget: 150 << 20}, 100 << 20},
+		{"flag beats rss-limit", ByteSize{N: 64 << 20, Given: true}, "", 0, 150 << 20, MemoryLimitDecision{Limit: 64 << 20, Source: "flag"}, 64 << 20},
+		{"GOMEMLIMIT beats rss-limit", ByteSize{}, "300MiB", 0, 150 << 20, MemoryLimitDecision{Limit: envLimit, Source: "GOMEMLIMIT"}, envLimit},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			debug.SetMemoryLimit(math.MaxInt64)
 			if c.gomemlimit != "" {
 				debug.SetMemoryLimit(envLimit) // what the runtime did with the variable at start
 			}
-			got := ApplyMemoryLimit(c.flag, c.gomemlimit, c.cgroup)
+			got := ApplyMemoryLimit(c.flag, c.gomemlimit, c.cgroup, c.rss)
 			if got != c.want {
 				t.Errorf("decision %+v, want %+v", got, c.want)
 			}

@@ -36,12 +36,14 @@ type nodeMetrics struct {
 	cluster atomic.Pointer[cluster.Cluster] // set once the cluster exists
 	fsm     *storage.FSM
 	logs    *storage.LogStore
+	pager   *storage.Pager // nil without --rss-limit
 
 	applies   *prometheus.HistogramVec // path: local|forwarded, result: ok|error
 	forwarded prometheus.Counter
 
 	raftState, raftTerm, commitIndex, appliedIndex, lastIndex, lastContact, hasLeader, leaderChanges *prometheus.Desc
 	raftServers, gossipMembers, donations, raised, badgerSize, fsmApplied                            *prometheus.Desc
+	rssLimit, pagerRounds, pagerAdvised                                                              *prometheus.Desc
 }
 
 var raftStates = []string{"leader", "follower", "candidate", "shutdown"}
@@ -52,11 +54,12 @@ var raftStates = []string{"leader", "follower", "candidate", "shutdown"}
 var gossipStates = []string{cluster.GossipAlive, "suspect", cluster.GossipDead, cluster.GossipLeft}
 
 // newNodeMetrics creates the node's collector and counters and registers
-// them on reg. logs may be nil.
-func newNodeMetrics(reg prometheus.Registerer, fsm *storage.FSM, logs *storage.LogStore) (*nodeMetrics, error) {
+// them on reg. logs and pager may be nil.
+func newNodeMetrics(reg prometheus.Registerer, fsm *storage.FSM, logs *storage.LogStore, pager *storage.Pager) (*nodeMetrics, error) {
 	m := &nodeMetrics{
-		fsm:  fsm,
-		logs: logs,
+		fsm:   fsm,
+		logs:  logs,
+		pager: pager,
 		leaderChanges: prometheus.NewDesc("surge_raft_leader_changes_total",
 			"Leader changes this node observed (including losing the leader).", nil, nil),
 		applies: prometheus.NewHistogramVec(prometheus.HistogramOpts{
@@ -82,6 +85,11 @@ func newNodeMetrics(reg prometheus.Registerer, fsm *storage.FSM, logs *storage.L
 		raised:     prometheus.NewDesc("surge_raised_minor", "Public total (confirmed minus refunded) in minor units, by currency.", []string{"currency"}, nil),
 		badgerSize: prometheus.NewDesc("surge_badger_size_bytes", "On-disk size of a Badger database, by db (fsm|raft) and kind (lsm|vlog).", []string{"db", "kind"}, nil),
 		fsmApplied: prometheus.NewDesc("surge_fsm_applied_index", "Last Raft index whose effects the state machine stored.", nil, nil),
+		rssLimit:   prometheus.NewDesc("surge_rss_limit_bytes", "The --rss-limit the node keeps its resident set to (absent without one).", nil, nil),
+		pagerRounds: prometheus.NewDesc("surge_pager_rounds_total",
+			"Checks that found the resident set over --rss-limit and paged out the stores' mapped tables.", nil, nil),
+		pagerAdvised: prometheus.NewDesc("surge_pager_advised_bytes_total",
+			"Total length of the table mappings passed to madvise(MADV_PAGEOUT).", nil, nil),
 	}
 	for _, c := range []prometheus.Collector{m, m.applies, m.forwarded} {
 		if err := reg.Register(c); err != nil {
@@ -111,7 +119,8 @@ func (m *nodeMetrics) ObserveApply(d time.Duration, forwarded bool, err error) {
 // Describe sends the descriptors of the scrape-time metrics.
 func (m *nodeMetrics) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{m.raftState, m.raftTerm, m.commitIndex, m.appliedIndex, m.lastIndex,
-		m.lastContact, m.hasLeader, m.leaderChanges, m.raftServers, m.gossipMembers, m.donations, m.raised, m.badgerSize, m.fsmApplied} {
+		m.lastContact, m.hasLeader, m.leaderChanges, m.raftServers, m.gossipMembers, m.donations, m.raised, m.badgerSize, m.fsmApplied,
+		m.rssLimit, m.pagerRounds, m.pagerAdvised} {
 		ch <- d
 	}
 }
@@ -120,6 +129,11 @@ func (m *nodeMetrics) Describe(ch chan<- *prometheus.Desc) {
 func (m *nodeMetrics) Collect(ch chan<- prometheus.Metric) {
 	gauge := func(d *prometheus.Desc, v float64, labels ...string) {
 		if mt, err := prometheus.NewConstMetric(d, prometheus.GaugeValue, v, labels...); err == nil {
+			ch <- mt
+		}
+	}
+	counter := func(d *prometheus.Desc, v float64) {
+		if mt, err := prometheus.NewConstMetric(d, prometheus.CounterValue, v); err == nil {
 			ch <- mt
 		}
 	}
@@ -136,9 +150,7 @@ func (m *nodeMetrics) Collect(ch chan<- prometheus.Metric) {
 			gauge(m.lastContact, float64(st.LastContactMS)/1000)
 		}
 		gauge(m.hasLeader, b2f(st.LeaderID != ""))
-		if mt, err := prometheus.NewConstMetric(m.leaderChanges, prometheus.CounterValue, float64(c.Counters().LeaderChanges)); err == nil {
-			ch <- mt
-		}
+		counter(m.leaderChanges, float64(c.Counters().LeaderChanges))
 		counts := map[string]int{}
 		servers := map[string]int{"voter": 0, "nonvoter": 0}
 		for _, mem := range c.Members() {
@@ -171,6 +183,12 @@ func (m *nodeMetrics) Collect(ch chan<- prometheus.Metric) {
 		lsm, vlog := m.logs.Size()
 		gauge(m.badgerSize, float64(lsm), "raft", "lsm")
 		gauge(m.badgerSize, float64(vlog), "raft", "vlog")
+	}
+	if m.pager != nil {
+		st := m.pager.Stats()
+		gauge(m.rssLimit, float64(st.Limit))
+		counter(m.pagerRounds, float64(st.Rounds))
+		counter(m.pagerAdvised, float64(st.AdvisedByte))
 	}
 }
 

@@ -40,6 +40,7 @@ type Node struct {
 	httpLn    net.Listener
 	logs      *storage.LogStore
 	fsm       *storage.FSM
+	pager     *storage.Pager
 	cluster   *cluster.Cluster
 	dev       *payment.Dev
 	web       *web.Server
@@ -93,6 +94,14 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	}
 	if n.id, err = loadNodeID(n.cfg.DataDir); err != nil {
 		return err
+	}
+	// Before the stores open: opening reads every table through its
+	// mapping, and the pager pages them out as it goes.
+	if n.pager, err = storage.StartPager(n.cfg.DataDir, n.cfg.RSSLimit, 0, n.logger.With("component", "pager")); err != nil {
+		return err
+	}
+	if n.pager != nil {
+		n.logger.Info("rss limit", "rss_limit", (&ByteSize{N: n.cfg.RSSLimit}).String())
 	}
 	if n.logs, err = storage.OpenLogStore(filepath.Join(n.cfg.DataDir, "raft"), n.logger.With("component", "raftlog")); err != nil {
 		return err
@@ -151,7 +160,7 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	if err != nil {
 		return err
 	}
-	nm, err := newNodeMetrics(reg, n.fsm, n.logs)
+	nm, err := newNodeMetrics(reg, n.fsm, n.logs, n.pager)
 	if err != nil {
 		return err
 	}
@@ -315,6 +324,7 @@ func (n *Node) closeLocked() error {
 	if n.logs != nil {
 		errs = append(errs, n.logs.Close())
 	}
+	n.pager.Stop()
 	return errors.Join(errs...)
 }
 

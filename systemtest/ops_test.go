@@ -378,3 +378,54 @@ func grepLines(s, sub string) string {
 	}
 	return strings.Join(out, "\n")
 }
+
+// TestRSSLimit starts a node process with --rss-limit: the start log names
+// the limit and the Go memory limit derived from it, /metrics reports the
+// limit and the pager's counters, and a limit below the minimum stops the
+// node with a configuration error (exit 2) before it opens anything. The
+// page-out itself is tested on real mappings in storage
+// (TestPagerPagesOutTablesUnderItsDir) and measured at 1 M donations in
+// BENCHMARKS.md §0d.
+func TestRSSLimit(t *testing.T) {
+	needBinaries(t)
+	n := newProc(t, "rss", t.TempDir(), "--rss-limit", "96MiB")
+	n.start()
+	waitReady(t, n.HTTP, 30*time.Second)
+	logText := n.logText()
+	for _, want := range []string{"rss_limit=96MiB", "source=rss-limit", "memory_limit=64MiB"} {
+		if !strings.Contains(logText, want) {
+			t.Errorf("start log lacks %q:\n%s", want, logText)
+		}
+	}
+	resp, err := client.Get(n.HTTP + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var b bytes.Buffer
+	b.ReadFrom(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Fatalf("GET /metrics: %d %s", resp.StatusCode, b.String())
+	}
+	metrics := b.String()
+	if !strings.Contains(metrics, "surge_rss_limit_bytes 1.00663296e+08") {
+		t.Errorf("/metrics lacks the limit:\n%s", grepLines(metrics, "surge_rss"))
+	}
+	for _, fam := range []string{"surge_pager_rounds_total ", "surge_pager_advised_bytes_total "} {
+		if !strings.Contains(metrics, fam) {
+			t.Errorf("/metrics lacks %s:\n%s", fam, grepLines(metrics, "surge_pager"))
+		}
+	}
+
+	dir := t.TempDir()
+	cmd := exec.Command(filepath.Join(binDir, "node"), "--data-dir", filepath.Join(dir, "data"), "--rss-limit", "16MiB",
+		"--http-addr", "127.0.0.1:0", "--gossip-addr", "127.0.0.1:0", "--raft-addr", "127.0.0.1:0")
+	out, err := cmd.CombinedOutput()
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != 2 || !strings.Contains(string(out), "rss-limit: 16MiB is below") {
+		t.Fatalf("--rss-limit 16MiB: %v, want exit 2 naming the flag:\n%s", err, out)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "data")); !os.IsNotExist(err) {
+		t.Errorf("the refused node created its data dir (%v)", err)
+	}
+}

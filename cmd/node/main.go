@@ -53,7 +53,7 @@ func run(args []string, stderr io.Writer) int {
 		return exitConfig
 	}
 	logger := newLogger(stderr, logOpts)
-	node.ApplyMemoryLimit(logOpts.memoryLimit, os.Getenv("GOMEMLIMIT"), node.CgroupMemoryLimit()).Log(logger)
+	node.ApplyMemoryLimit(logOpts.memoryLimit, os.Getenv("GOMEMLIMIT"), node.CgroupMemoryLimit(), cfg.RSSLimit).Log(logger)
 	n, err := node.New(cfg, logger)
 	if err != nil {
 		fmt.Fprintf(stderr, "node: %v\n", err)
@@ -105,6 +105,7 @@ func parse(args []string, stderr io.Writer) (node.Config, logOptions, error) {
 	fs := flag.NewFlagSet("node", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	var join, logLevel string
+	var rssLimit node.ByteSize
 	lo := logOptions{format: "text", memoryLimit: node.ByteSize{N: defaultMemoryLimit}}
 	fs.StringVar(&cfg.DataDir, "data-dir", cfg.DataDir, "directory for the Raft log, snapshots and donation state")
 	fs.StringVar(&cfg.Name, "name", cfg.Name, "human label of this node (default: hostname)")
@@ -129,7 +130,8 @@ func parse(args []string, stderr io.Writer) (node.Config, logOptions, error) {
 	fs.IntVar(&cfg.RaftMultiplier, "raft-multiplier", cfg.RaftMultiplier, "scale Raft's timeouts (1 = LAN defaults, 300 ms; raise on slow or overloaded machines)")
 	fs.IntVar(&cfg.RateLimit, "rate-limit", cfg.RateLimit, "donations a client IP may start per minute; 0 disables")
 	fs.BoolVar(&cfg.HotPath, "hot-path", cfg.HotPath, "serve the cacheable pages, assets and total below net/http (false: every request through net/http)")
-	fs.Var(&lo.memoryLimit, "memory-limit", "Go soft memory limit (e.g. 100MiB; 0 = none): the garbage collector works harder as the heap nears it; when given, it wins over GOMEMLIMIT (logged as a warning); when not given, GOMEMLIMIT applies if set, else two thirds of the cgroup's memory limit when the node runs under one")
+	fs.Var(&rssLimit, "rss-limit", "resident memory the node keeps to (e.g. 150MiB; 0 = none): above it, it asks the kernel to page out its stores' memory-mapped tables, which are read back when needed")
+	fs.Var(&lo.memoryLimit, "memory-limit", "Go soft memory limit (e.g. 100MiB; 0 = none): the garbage collector works harder as the heap nears it; when given, it wins over GOMEMLIMIT (logged as a warning); when not given, GOMEMLIMIT applies if set, else two thirds of --rss-limit or of the cgroup's memory limit, whichever is smaller")
 	fs.StringVar(&lo.format, "log-format", lo.format, "log format: text or json")
 	fs.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	fs.Usage = func() {
@@ -158,6 +160,7 @@ Flags:
 		return cfg, lo, err
 	}
 	cfg.Join = splitList(join)
+	cfg.RSSLimit = rssLimit.N
 	if lo.format != "text" && lo.format != "json" {
 		return cfg, lo, fmt.Errorf("log-format: %q must be text or json", lo.format)
 	}

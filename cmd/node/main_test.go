@@ -26,3 +26,22 @@ func TestParseMemoryLimit(t *testing.T) {
 		t.Fatal("--memory-limit lots accepted")
 	}
 }
+
+func TestParseRSSLimit(t *testing.T) {
+	cfg, _, err := parse(nil, io.Discard)
+	if err != nil || cfg.RSSLimit != 0 {
+		t.Fatalf("no flag: %v, RSSLimit %d, want 0 (none)", err, cfg.RSSLimit)
+	}
+	cfg, _, err = parse([]string{"--rss-limit", "128MiB"}, io.Discard)
+	if err != nil || cfg.RSSLimit != 128<<20 {
+		t.Fatalf("--rss-limit 128MiB: %v, RSSLimit %d", err, cfg.RSSLimit)
+	}
+	t.Setenv("SURGE_RSS_LIMIT", "150MB")
+	cfg, _, err = parse(nil, io.Discard)
+	if err != nil || cfg.RSSLimit != 150e6 {
+		t.Fatalf("SURGE_RSS_LIMIT=150MB: %v, RSSLimit %d", err, cfg.RSSLimit)
+	}
+	if _, _, err := parse([]string{"--rss-limit", "-5"}, io.Discard); err == nil {
+		t.Fatal("--rss-limit -5 accepted")
+	}
+}

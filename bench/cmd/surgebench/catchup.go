@@ -321,6 +321,8 @@ func runCatchup(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	log.printf("3 processes up and synced in %s; total %d donations", restart.Round(time.Millisecond), want.Donations)
 	type mem struct {
 		idle, peak, hwm, anon, file int64
+		startHWM                    int64    // VmHWM before the window: the start's peak
+		hwmReset                    bool     // VmHWM was reset at the window's start: hwm is the window's peak
 		smaps                       smapsMem // the reading with the highest Rss
 		gomem                       goMem    // read with it
 		gcStart, gcEnd              goMem
@@ -329,7 +331,9 @@ func runCatchup(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	mems := make([]mem, len(pc.procs))
 	for i, p := range pc.procs {
 		m, _ := readProcMem(p.pid())
-		mems[i].idle = m.rss
+		mems[i].idle, mems[i].startHWM = m.rss, m.hwm
+		// From here VmHWM is the peak under load, between the 1-s samples too.
+		mems[i].hwmReset = resetPeakRSS(p.pid()) == nil
 		mems[i].gcStart, _ = readGoMem(ctx, client, p.base())
 		mems[i].cpu, _ = procCPU(p.pid())
 	}
@@ -524,9 +528,13 @@ sample:
 		restart.Round(time.Millisecond), fmtInt(float64(restartTotal.Donations)))
 	fmt.Fprintf(stdout, "### memory (VmRSS / VmHWM from /proc/PID/status)\n\n")
 	fmt.Fprintf(stdout, "Load window %s: %.0f donations/s (create + confirm) from 16 paced writers and %d closed-loop readers (GET / and GET /api/v1/total alternately): %d writes acknowledged (p99 %s ms), %d failed, %d reads.\n\n", *window, *rate, *readers, wAcks, fmtMS(ms(ws.P99)), wErrs, reads.Load())
-	t := table{head: []string{"node", "RSS after start MiB", "peak RSS under load MiB", "of which anon / file-backed MiB", "VmHWM MiB", "data dir MiB"}}
+	t := table{head: []string{"node", "RSS after start MiB", "peak RSS under load MiB (1-s samples)", "of which anon / file-backed MiB", "VmHWM under load MiB", "VmHWM at start MiB", "data dir MiB"}}
 	for i, p := range pc.procs[:3] {
-		t.add(p.name, mib(mems[i].idle), "**"+mib(mems[i].peak)+"**", mib(mems[i].anon)+" / "+mib(mems[i].file), mib(mems[i].hwm), mib(dirSize(p.dataDir)))
+		hwm := mib(mems[i].hwm)
+		if !mems[i].hwmReset {
+			hwm = "? (not reset; since start: " + hwm + ")"
+		}
+		t.add(p.name, mib(mems[i].idle), "**"+mib(mems[i].peak)+"**", mib(mems[i].anon)+" / "+mib(mems[i].file), hwm, mib(mems[i].startHWM), mib(dirSize(p.dataDir)))
 	}
 	t.write(stdout)
 	win := wEnd.Sub(wStart).Seconds()
@@ -548,19 +556,23 @@ sample:
 	t.write(stdout)
 	fmt.Fprintf(stdout, "\n\"anon\" is every anonymous page (Go heap, stacks, runtime metadata); the rest are file pages mapped by Badger (its tables and memtable WALs are mmapped), which are page cache: the kernel can reclaim them, and a memory cgroup counts them.\n\n")
 	fmt.Fprintf(stdout, "#### Go runtime (the node's /metrics, go_memstats_*, read with that smaps reading; MiB)\n\n")
-	t = table{head: []string{"node", "heap alloc (live + garbage not yet swept)", "heap in use (spans)", "heap goal (next_gc)", "heap idle not released", "stacks", "Go sys total", "GOMEMLIMIT", "GC cycles in the window", "goroutines"}}
+	t = table{head: []string{"node", "heap alloc (live + garbage not yet swept)", "heap in use (spans)", "heap goal (next_gc)", "heap idle not released", "stacks", "Go sys total", "GOMEMLIMIT", "GC cycles in the window", "goroutines", "--rss-limit page-outs in the window"}}
 	for i, p := range pc.procs[:3] {
 		g := mems[i].gomem
 		if !g.ok {
-			t.add(p.name, "?", "?", "?", "?", "?", "?", "?", "?", "?")
+			t.add(p.name, "?", "?", "?", "?", "?", "?", "?", "?", "?", "?")
 			continue
+		}
+		pageOuts := "–" // no --rss-limit
+		if g.rssLimit > 0 {
+			pageOuts = fmt.Sprint(mems[i].gcEnd.pagerRounds - mems[i].gcStart.pagerRounds)
 		}
 		lim := "off"
 		if g.memLimit > 0 && g.memLimit < 1<<62 {
 			lim = mib(g.memLimit)
 		}
 		t.add(p.name, mib(g.heapAlloc), mib(g.heapInuse), mib(g.nextGC), mib(g.heapIdle-g.heapReleased), mib(g.stack), mib(g.sys), lim,
-			fmt.Sprint(mems[i].gcEnd.gcCycles-mems[i].gcStart.gcCycles), fmt.Sprint(g.goroutines))
+			fmt.Sprint(mems[i].gcEnd.gcCycles-mems[i].gcStart.gcCycles), fmt.Sprint(g.goroutines), pageOuts)
 	}
 	t.write(stdout)
 	if len(cgMems) > 0 {

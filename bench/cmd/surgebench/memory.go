@@ -101,6 +101,7 @@ func smapsKind(path, dataDir string) string {
 type goMem struct {
 	heapAlloc, heapInuse, heapIdle, heapReleased, nextGC, stack, sys, memLimit int64
 	gcCycles, goroutines                                                       int64
+	rssLimit, pagerRounds                                                      int64 // a node with --rss-limit
 	ok                                                                         bool
 }
 
@@ -115,6 +116,8 @@ var goMemNames = map[string]func(*goMem) *int64{
 	"go_gc_gomemlimit_bytes":          func(g *goMem) *int64 { return &g.memLimit },
 	"go_gc_duration_seconds_count":    func(g *goMem) *int64 { return &g.gcCycles },
 	"go_goroutines":                   func(g *goMem) *int64 { return &g.goroutines },
+	"surge_rss_limit_bytes":           func(g *goMem) *int64 { return &g.rssLimit },
+	"surge_pager_rounds_total":        func(g *goMem) *int64 { return &g.pagerRounds },
 }
 
 // readGoMem scrapes base/metrics (the harness reaches it from loopback, so

@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"os"
 	"path/filepath"
+	"runtime"
+	"runtime/debug"
 	"strings"
 	"testing"
 
@@ -89,12 +91,15 @@ go_gc_duration_seconds_count 17
 go_gc_gomemlimit_bytes 1.048576e+08
 go_goroutines 96
 surge_raft_term 3
+surge_rss_limit_bytes 1.34217728e+08
+surge_pager_rounds_total 12
 `
 	g, err := parseGoMem(strings.NewReader(in))
 	if err != nil || !g.ok {
 		t.Fatal(err, g.ok)
 	}
-	if g.heapAlloc != 42e6 || g.nextGC != 84e6 || g.gcCycles != 17 || g.memLimit != 100<<20 || g.goroutines != 96 {
+	if g.heapAlloc != 42e6 || g.nextGC != 84e6 || g.gcCycles != 17 || g.memLimit != 100<<20 || g.goroutines != 96 ||
+		g.rssLimit != 128<<20 || g.pagerRounds != 12 {
 		t.Fatalf("%+v", g)
 	}
 }
@@ -120,5 +125,34 @@ func TestMemCgroup(t *testing.T) {
 	}
 	if _, err := os.Stat(cg.dir); !os.IsNotExist(err) {
 		t.Fatalf("%s still there: %v", cg.dir, err)
+	}
+}
+
+// TestResetPeakRSS checks that the harness can set VmHWM back, so that
+// catchup's "VmHWM under load" is the window's peak, not the start's.
+func TestResetPeakRSS(t *testing.T) {
+	buf := make([]byte, 96<<20)
+	for i := 0; i < len(buf); i += 4096 {
+		buf[i] = 1
+	}
+	buf = nil
+	runtime.GC()
+	debug.FreeOSMemory()
+	before, err := readProcMem(os.Getpid())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if before.hwm < before.rss+64<<20 {
+		t.Skipf("VmHWM %d is not 64 MiB above VmRSS %d after freeing 96 MiB; nothing to tell apart", before.hwm, before.rss)
+	}
+	if err := resetPeakRSS(os.Getpid()); err != nil {
+		t.Fatal(err)
+	}
+	after, err := readProcMem(os.Getpid())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if after.hwm > before.hwm-32<<20 {
+		t.Fatalf("VmHWM %d after the reset, was %d (RSS %d): not reset", after.hwm, before.hwm, after.rss)
 	}
 }

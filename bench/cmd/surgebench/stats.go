@@ -156,6 +156,13 @@ func readProcMem(pid int) (procMem, error) {
 	return m, nil
 }
 
+// resetPeakRSS sets pid's VmHWM back to its current RSS (writing 5 to
+// /proc/PID/clear_refs, Linux 4.0), so that a later VmHWM is the peak
+// since now.
+func resetPeakRSS(pid int) error {
+	return os.WriteFile(fmt.Sprintf("/proc/%d/clear_refs", pid), []byte("5"), 0)
+}
+
 // clockTick is USER_HZ; 100 on every Linux we run on.
 const clockTick = 100
 

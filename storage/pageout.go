@@ -1,0 +1,221 @@
+package storage
+
+import (
+	"bufio"
+	"bytes"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// PagerInterval is how often a Pager compares the process's resident set
+// with its limit. A check reads /proc/self/statm, ~20 µs here
+// (BenchmarkPagerCheck): 0.02 % of a core. Between checks RSS can grow
+// past the limit by what the node maps meanwhile.
+const PagerInterval = 100 * time.Millisecond
+
+// Pager keeps the process's resident set size at or under a limit by
+// asking the kernel to page out the mapped pages of Badger's table and
+// value-log files under one directory (madvise MADV_PAGEOUT).
+//
+// Badger v4 memory-maps every table and reads each one whole at open (the
+// checksum check), and writes new tables through the mapping, so without
+// memory pressure a node's RSS grows to the size of its databases. Those
+// pages are clean page cache the process can read again at any time;
+// MADV_PAGEOUT reclaims them now instead of when the machine runs short.
+// It never changes memory's contents: a page it reclaims is read back on
+// the next access (from the file; from swap for an anonymous page), which
+// is why a range unmapped and reused between reading /proc/self/maps and
+// the madvise call is harmless. DESIGN.md "Resident limit" has the policy
+// and the measurements.
+type Pager struct {
+	dir      string
+	limit    int64
+	interval time.Duration
+	logger   *slog.Logger
+	pageSize int64
+
+	rounds  atomic.Int64 // ticks that found RSS over the limit
+	advised atomic.Int64 // bytes of mappings passed to MADV_PAGEOUT
+	lastRSS atomic.Int64 // RSS at the last tick, bytes
+
+	lastWarn time.Time
+	t        *ticker
+}
+
+// PagerStats are a Pager's counters, for /metrics.
+type PagerStats struct {
+	Limit       int64 // bytes; the RSS the pager keeps to
+	Rounds      int64 // times RSS was found over the limit and table pages were paged out
+	AdvisedByte int64 // total length of the mappings passed to MADV_PAGEOUT
+	RSS         int64 // RSS at the last check
+}
+
+// StartPager starts a Pager for the Badger files under dir with the given
+// RSS limit in bytes, checking every interval (PagerInterval when 0). It
+// returns nil when limit is 0 or less: no limit. Stop it with Stop.
+func StartPager(dir string, limit int64, interval time.Duration, logger *slog.Logger) (*Pager, error) {
+	if limit <= 0 {
+		return nil, nil
+	}
+	if interval <= 0 {
+		interval = PagerInterval
+	}
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		return nil, fmt.Errorf("pager: %w", err)
+	}
+	// /proc/self/maps names files by their resolved path.
+	if r, err := filepath.EvalSymlinks(abs); err == nil {
+		abs = r
+	}
+	p := &Pager{
+		dir:      abs + string(filepath.Separator),
+		limit:    limit,
+		interval: interval,
+		logger:   orDiscard(logger),
+		pageSize: int64(os.Getpagesize()),
+	}
+	if _, err := p.rss(); err != nil {
+		return nil, fmt.Errorf("pager: %w", err)
+	}
+	p.t = startTicker(interval, p.tick)
+	return p, nil
+}
+
+// Stop ends the pager's goroutine. Safe on a nil Pager and more than once.
+func (p *Pager) Stop() {
+	if p != nil {
+		p.t.stop()
+	}
+}
+
+// Stats returns the counters; zero for a nil Pager.
+func (p *Pager) Stats() PagerStats {
+	if p == nil {
+		return PagerStats{}
+	}
+	return PagerStats{Limit: p.limit, Rounds: p.rounds.Load(), AdvisedByte: p.advised.Load(), RSS: p.lastRSS.Load()}
+}
+
+func (p *Pager) tick() {
+	rss, err := p.rss()
+	if err != nil {
+		p.warn("pager: read RSS", "err", err)
+		return
+	}
+	p.lastRSS.Store(rss)
+	if rss <= p.limit {
+		return
+	}
+	n, err := p.pageOut()
+	p.advised.Add(n)
+	p.rounds.Add(1) // after advised: a reader that sees the round sees its bytes
+	if err != nil {
+		p.warn("pager: page out", "err", err)
+		return
+	}
+	after, err := p.rss()
+	if err != nil {
+		return
+	}
+	p.lastRSS.Store(after)
+	if after > p.limit {
+		// What is left is the heap and the binary: paging out tables
+		// cannot bring it under the limit.
+		p.warn("resident memory stays above the RSS limit after paging out the tables; the rest is the Go heap (lower --memory-limit or raise --rss-limit)",
+			"rss", after, "rss_limit", p.limit)
+	}
+}
+
+// warn logs at most once a minute: the condition repeats every tick.
+func (p *Pager) warn(msg string, args ...any) {
+	if time.Since(p.lastWarn) < time.Minute {
+		return
+	}
+	p.lastWarn = time.Now()
+	p.logger.Warn(msg, args...)
+}
+
+// rss reads the process's resident set size from /proc/self/statm (its
+// second field, in pages).
+func (p *Pager) rss() (int64, error) {
+	b, err := os.ReadFile("/proc/self/statm")
+	if err != nil {
+		return 0, err
+	}
+	f := strings.Fields(string(b))
+	if len(f) < 2 {
+		return 0, fmt.Errorf("/proc/self/statm: %q", b)
+	}
+	n, err := strconv.ParseInt(f[1], 10, 64)
+	if err != nil {
+		return 0, fmt.Errorf("/proc/self/statm: %w", err)
+	}
+	return n * p.pageSize, nil
+}
+
+// pageOut passes every mapping of a .sst or .vlog file under the pager's
+// directory to madvise(MADV_PAGEOUT) and returns their total length.
+// Memtable WALs (.mem) are left alone: they are being written.
+func (p *Pager) pageOut() (int64, error) {
+	maps, err := os.ReadFile("/proc/self/maps")
+	if err != nil {
+		return 0, err
+	}
+	var total int64
+	for _, m := range p.tableMappings(maps) {
+		_, _, errno := unix.Syscall(unix.SYS_MADVISE, m.start, m.end-m.start, unix.MADV_PAGEOUT)
+		// ENOMEM: the range was unmapped meanwhile (a table deleted
+		// after a compaction); nothing to do.
+		if errno != 0 && errno != unix.ENOMEM {
+			return total, fmt.Errorf("madvise %s: %w", m.path, errno)
+		}
+		total += int64(m.end - m.start)
+	}
+	return total, nil
+}
+
+type mapping struct {
+	start, end uintptr
+	path       string
+}
+
+// tableMappings picks from /proc/self/maps the mappings of .sst and .vlog
+// files under the pager's directory (also of files deleted while still
+// mapped).
+func (p *Pager) tableMappings(maps []byte) []mapping {
+	var out []mapping
+	sc := bufio.NewScanner(bytes.NewReader(maps))
+	sc.Buffer(make([]byte, 0, 4096), 1<<20)
+	for sc.Scan() {
+		// start-end perms offset dev inode path
+		line := sc.Text()
+		f := strings.SplitN(line, " ", 6)
+		if len(f) < 6 {
+			continue
+		}
+		path := strings.TrimSuffix(strings.TrimLeft(f[5], " "), " (deleted)")
+		if !strings.HasPrefix(path, p.dir) || !(strings.HasSuffix(path, ".sst") || strings.HasSuffix(path, ".vlog")) {
+			continue
+		}
+		lo, hi, ok := strings.Cut(f[0], "-")
+		if !ok {
+			continue
+		}
+		start, err1 := strconv.ParseUint(lo, 16, 64)
+		end, err2 := strconv.ParseUint(hi, 16, 64)
+		if err1 != nil || err2 != nil || end <= start {
+			continue
+		}
+		out = append(out, mapping{start: uintptr(start), end: uintptr(end), path: path})
+	}
+	return out
+}

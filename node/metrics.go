@@ -188,7 +188,7 @@ func (m *nodeMetrics) Collect(ch chan<- prometheus.Metric) {
 		st := m.pager.Stats()
 		gauge(m.rssLimit, float64(st.Limit))
 		counter(m.pagerRounds, float64(st.Rounds))
-		counter(m.pagerAdvised, float64(st.AdvisedByte))
+		counter(m.pagerAdvised, float64(st.AdvisedBytes))
 	}
 }
 

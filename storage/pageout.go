@@ -52,10 +52,10 @@ type Pager struct {
 
 // PagerStats are a Pager's counters, for /metrics.
 type PagerStats struct {
-	Limit       int64 // bytes; the RSS the pager keeps to
-	Rounds      int64 // times RSS was found over the limit and table pages were paged out
-	AdvisedByte int64 // total length of the mappings passed to MADV_PAGEOUT
-	RSS         int64 // RSS at the last check
+	Limit        int64 // bytes; the RSS the pager keeps to
+	Rounds       int64 // times RSS was found over the limit and table pages were paged out
+	AdvisedBytes int64 // total length of the mappings passed to MADV_PAGEOUT
+	RSS          int64 // RSS at the last check
 }
 
 // StartPager starts a Pager for the Badger files under dir with the given
@@ -102,7 +102,7 @@ func (p *Pager) Stats() PagerStats {
 	if p == nil {
 		return PagerStats{}
 	}
-	return PagerStats{Limit: p.limit, Rounds: p.rounds.Load(), AdvisedByte: p.advised.Load(), RSS: p.lastRSS.Load()}
+	return PagerStats{Limit: p.limit, Rounds: p.rounds.Load(), AdvisedBytes: p.advised.Load(), RSS: p.lastRSS.Load()}
 }
 
 func (p *Pager) tick() {

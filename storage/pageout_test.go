@@ -96,8 +96,8 @@ func TestPagerPagesOutTablesUnderItsDir(t *testing.T) {
 	if st.Rounds == 0 {
 		t.Fatal("no page-out round within 5 s with a limit of one byte")
 	}
-	if st.AdvisedByte < 2*size {
-		t.Errorf("advised %d bytes, want at least the two files' %d", st.AdvisedByte, 2*size)
+	if st.AdvisedBytes < 2*size {
+		t.Errorf("advised %d bytes, want at least the two files' %d", st.AdvisedBytes, 2*size)
 	}
 	if s := residentShare(t, table); s > 0.1 {
 		t.Errorf("table under the directory: %.2f of its pages still resident", s)
@@ -129,7 +129,7 @@ func TestPagerUnderItsLimitLeavesPagesAlone(t *testing.T) {
 	time.Sleep(100 * time.Millisecond)
 	p.Stop()
 	st := p.Stats()
-	if st.Rounds != 0 || st.AdvisedByte != 0 {
+	if st.Rounds != 0 || st.AdvisedBytes != 0 {
 		t.Errorf("stats %+v under a 1 PiB limit, want no round", st)
 	}
 	if st.RSS <= 0 {

@@ -139,7 +139,11 @@ func ApplyMemoryLimit(flag ByteSize, gomemlimit string, cgroupLimit, rssLimit in
 			debug.SetMemoryLimit(flag.N)
 			return MemoryLimitDecision{Limit: flag.N, Source: "default"}
 		case budget > 0:
+			// Two thirds, down to a whole MiB so the start log reads well.
 			lim := budget / 3 * 2
+			if lim >= 1<<20 {
+				lim &^= 1<<20 - 1
+			}
 			debug.SetMemoryLimit(lim)
 			return MemoryLimitDecision{Limit: lim, Source: source, Budget: budget}
 		}

@@ -72,6 +72,7 @@ func TestApplyMemoryLimit(t *testing.T) {
 		{"rss-limit: two thirds of it", ByteSize{}, "", 0, 150 << 20, MemoryLimitDecision{Limit: 100 << 20, Source: "rss-limit", Budget: 150 << 20}, 100 << 20},
 		{"rss-limit below the cgroup's", ByteSize{}, "", 300 << 20, 150 << 20, MemoryLimitDecision{Limit: 100 << 20, Source: "rss-limit", Budget: 150 << 20}, 100 << 20},
 		{"cgroup below rss-limit", ByteSize{}, "", 150 << 20, 300 << 20, MemoryLimitDecision{Limit: 100 << 20, Source: "cgroup", Budget: 150 << 20}, 100 << 20},
+		{"rss-limit: down to a whole MiB", ByteSize{}, "", 0, 64 << 20, MemoryLimitDecision{Limit: 42 << 20, Source: "rss-limit", Budget: 64 << 20}, 42 << 20},
 		{"flag beats rss-limit", ByteSize{N: 64 << 20, Given: true}, "", 0, 150 << 20, MemoryLimitDecision{Limit: 64 << 20, Source: "flag"}, 64 << 20},
 		{"GOMEMLIMIT beats rss-limit", ByteSize{}, "300MiB", 0, 150 << 20, MemoryLimitDecision{Limit: envLimit, Source: "GOMEMLIMIT"}, envLimit},
 	} {

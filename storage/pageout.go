@@ -86,8 +86,26 @@ func StartPager(dir string, limit int64, interval time.Duration, logger *slog.Lo
 	if _, err := p.rss(); err != nil {
 		return nil, fmt.Errorf("pager: %w", err)
 	}
+	if err := probePageOut(); err != nil {
+		return nil, err
+	}
 	p.t = startTicker(interval, p.tick)
 	return p, nil
+}
+
+// probePageOut checks that the kernel knows MADV_PAGEOUT (Linux 5.4) on a
+// page of its own, so that a node asked for a limit it cannot keep says so
+// at start instead of warning once a minute.
+func probePageOut() error {
+	b, err := unix.Mmap(-1, 0, os.Getpagesize(), unix.PROT_READ|unix.PROT_WRITE, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS)
+	if err != nil {
+		return fmt.Errorf("pager: probe: %w", err)
+	}
+	defer unix.Munmap(b)
+	if err := unix.Madvise(b, unix.MADV_PAGEOUT); err != nil {
+		return fmt.Errorf("pager: this kernel does not page out on request (madvise MADV_PAGEOUT needs Linux 5.4 or later): %w", err)
+	}
+	return nil
 }
 
 // Stop ends the pager's goroutine. Safe on a nil Pager and more than once.

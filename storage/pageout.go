@@ -21,9 +21,17 @@ import (
 // past the limit by what the node maps meanwhile.
 const PagerInterval = 100 * time.Millisecond
 
+// tableSettle is how long after its last write a table may be paged out.
+// Badger writes a new table through its mapping and then msyncs it; a page
+// that MADV_PAGEOUT meets dirty is kept, and stays unreclaimable by later
+// calls through that mapping even once it is clean (measured on Linux
+// 6.18), so a table caught half-built would stay resident for as long as
+// it is open. Building one takes milliseconds.
+const tableSettle = 2 * time.Second
+
 // Pager keeps the process's resident set size at or under a limit by
-// asking the kernel to page out the mapped pages of Badger's table and
-// value-log files under one directory (madvise MADV_PAGEOUT).
+// asking the kernel to page out the mapped pages of Badger's tables (.sst)
+// under one directory (madvise MADV_PAGEOUT).
 //
 // Badger v4 memory-maps every table and reads each one whole at open (the
 // checksum check), and writes new tables through the mapping, so without
@@ -180,9 +188,12 @@ func (p *Pager) rss() (int64, error) {
 	return n * p.pageSize, nil
 }
 
-// pageOut passes every mapping of a .sst or .vlog file under the pager's
-// directory to madvise(MADV_PAGEOUT) and returns their total length.
-// Memtable WALs (.mem) are left alone: they are being written.
+// pageOut passes every mapping of a table under the pager's directory that
+// was last written tableSettle ago or more (or is deleted) to
+// madvise(MADV_PAGEOUT) and returns their total length. Memtable WALs
+// (.mem) and value logs (.vlog) are left alone: Badger writes them through
+// their mappings while they are open (and with values under the 1 MB
+// threshold a value log holds little more than its header).
 func (p *Pager) pageOut() (int64, error) {
 	maps, err := os.ReadFile("/proc/self/maps")
 	if err != nil {
@@ -190,6 +201,9 @@ func (p *Pager) pageOut() (int64, error) {
 	}
 	var total int64
 	for _, m := range p.tableMappings(maps) {
+		if fi, err := os.Stat(m.path); err == nil && time.Since(fi.ModTime()) < tableSettle {
+			continue // perhaps still being written (a deleted table fails Stat: old)
+		}
 		_, _, errno := unix.Syscall(unix.SYS_MADVISE, m.start, m.end-m.start, unix.MADV_PAGEOUT)
 		// ENOMEM: the range was unmapped meanwhile (a table deleted
 		// after a compaction); nothing to do.
@@ -206,9 +220,8 @@ type mapping struct {
 	path       string
 }
 
-// tableMappings picks from /proc/self/maps the mappings of .sst and .vlog
-// files under the pager's directory (also of files deleted while still
-// mapped).
+// tableMappings picks from /proc/self/maps the mappings of .sst files
+// under the pager's directory (also of files deleted while still mapped).
 func (p *Pager) tableMappings(maps []byte) []mapping {
 	var out []mapping
 	sc := bufio.NewScanner(bytes.NewReader(maps))
@@ -221,7 +234,7 @@ func (p *Pager) tableMappings(maps []byte) []mapping {
 			continue
 		}
 		path := strings.TrimSuffix(strings.TrimLeft(f[5], " "), " (deleted)")
-		if !strings.HasPrefix(path, p.dir) || !(strings.HasSuffix(path, ".sst") || strings.HasSuffix(path, ".vlog")) {
+		if !strings.HasPrefix(path, p.dir) || !strings.HasSuffix(path, ".sst") {
 			continue
 		}
 		lo, hi, ok := strings.Cut(f[0], "-")

@@ -17,8 +17,9 @@ import (
 )
 
 // mappedFile writes size bytes to path, fsyncs them (MADV_PAGEOUT keeps
-// dirty pages), maps the file shared and reads every page through the
-// mapping, as Badger's checksum check at open does.
+// dirty pages), dates the file an hour back (a table written long ago: the
+// pager leaves young tables alone), maps it shared and reads every page
+// through the mapping, as Badger's checksum check at open does.
 func mappedFile(t *testing.T, path string, size int) []byte {
 	t.Helper()
 	if err := os.MkdirAll(filepath.Dir(path), 0o750); err != nil {
@@ -39,6 +40,7 @@ func mappedFile(t *testing.T, path string, size int) []byte {
 	if err := f.Sync(); err != nil {
 		t.Fatal(err)
 	}
+	ageFile(t, path)
 	m, err := unix.Mmap(int(f.Fd()), 0, size, unix.PROT_READ, unix.MAP_SHARED)
 	if err != nil {
 		t.Fatal(err)
@@ -48,6 +50,15 @@ func mappedFile(t *testing.T, path string, size int) []byte {
 		pageSink += m[i] // a load the compiler may not drop
 	}
 	return m
+}
+
+// ageFile sets path's modification time an hour back.
+func ageFile(t *testing.T, path string) {
+	t.Helper()
+	old := time.Now().Add(-time.Hour)
+	if err := os.Chtimes(path, old, old); err != nil {
+		t.Fatal(err)
+	}
 }
 
 // pageSink keeps mappedFile's reads from being optimised away: a page that
@@ -78,11 +89,12 @@ func TestPagerPagesOutTablesUnderItsDir(t *testing.T) {
 	dir := filepath.Join(root, "data")
 	const size = 8 << 20
 	table := mappedFile(t, filepath.Join(dir, "fsm", "000001.sst"), size)
+	logTable := mappedFile(t, filepath.Join(dir, "raft", "000004.sst"), size)
 	vlog := mappedFile(t, filepath.Join(dir, "raft", "000001.vlog"), size)
 	wal := mappedFile(t, filepath.Join(dir, "fsm", "00002.mem"), size)
 	// Same suffix, a directory whose name starts like the pager's.
 	outside := mappedFile(t, filepath.Join(root, "data2", "000001.sst"), size)
-	for name, m := range map[string][]byte{"table": table, "vlog": vlog, "wal": wal, "outside": outside} {
+	for name, m := range map[string][]byte{"table": table, "log table": logTable, "vlog": vlog, "wal": wal, "outside": outside} {
 		if s := residentShare(t, m); s < 0.99 {
 			t.Fatalf("%s: %.2f resident after reading it; the test cannot tell paged-out pages", name, s)
 		}
@@ -103,13 +115,16 @@ func TestPagerPagesOutTablesUnderItsDir(t *testing.T) {
 		t.Fatal("no page-out round within 5 s with a limit of one byte")
 	}
 	if st.AdvisedBytes < 2*size {
-		t.Errorf("advised %d bytes, want at least the two files' %d", st.AdvisedBytes, 2*size)
+		t.Errorf("advised %d bytes, want at least the two tables' %d", st.AdvisedBytes, 2*size)
 	}
 	if s := residentShare(t, table); s > 0.1 {
 		t.Errorf("table under the directory: %.2f of its pages still resident", s)
 	}
-	if s := residentShare(t, vlog); s > 0.1 {
-		t.Errorf("value log under the directory: %.2f of its pages still resident", s)
+	if s := residentShare(t, logTable); s > 0.1 {
+		t.Errorf("log table under the directory: %.2f of its pages still resident", s)
+	}
+	if s := residentShare(t, vlog); s < 0.99 {
+		t.Errorf("value log: %.2f resident; the pager must leave .vlog files alone", s)
 	}
 	if s := residentShare(t, wal); s < 0.99 {
 		t.Errorf("memtable WAL: %.2f resident; the pager must leave .mem files alone", s)
@@ -121,6 +136,66 @@ func TestPagerPagesOutTablesUnderItsDir(t *testing.T) {
 	for i := 0; i < size; i += 4093 {
 		if table[i] != byte(i) {
 			t.Fatalf("table byte %d = %d after page-out, want %d", i, table[i], byte(i))
+		}
+	}
+}
+
+// TestPagerLeavesTablesBeingWritten maps a new table writable and dirties
+// it, as Badger's CreateTable does before its msync. The pager must not
+// touch it while it is young: a page MADV_PAGEOUT meets dirty is kept, and
+// stays unreclaimable through that mapping after the msync too. Once the
+// table is synced and old, it is paged out like any other.
+func TestPagerLeavesTablesBeingWritten(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "000009.sst")
+	const size = 4 << 20
+	f, err := os.Create(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if err := f.Truncate(size); err != nil {
+		t.Fatal(err)
+	}
+	m, err := unix.Mmap(int(f.Fd()), 0, size, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Munmap(m)
+	for i := 0; i < size; i += os.Getpagesize() {
+		m[i] = byte(i/os.Getpagesize()) | 1
+	}
+
+	p, err := StartPager(dir, 1, 5*time.Millisecond, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Stop()
+	waitRounds := func(n int64) {
+		t.Helper()
+		deadline := time.Now().Add(5 * time.Second)
+		for p.Stats().Rounds < n && time.Now().Before(deadline) {
+			time.Sleep(5 * time.Millisecond)
+		}
+		if got := p.Stats().Rounds; got < n {
+			t.Fatalf("%d page-out rounds within 5 s, want %d", got, n)
+		}
+	}
+	waitRounds(3)
+	if p.Stats().AdvisedBytes != 0 {
+		t.Errorf("advised %d bytes of a table written just now, want none", p.Stats().AdvisedBytes)
+	}
+	if err := unix.Msync(m, unix.MS_SYNC); err != nil {
+		t.Fatal(err)
+	}
+	ageFile(t, path)
+	waitRounds(p.Stats().Rounds + 3)
+	if s := residentShare(t, m); s > 0.1 {
+		t.Errorf("%.2f of the synced, old table still resident; want it paged out", s)
+	}
+	for i := 0; i < size; i += os.Getpagesize() {
+		if want := byte(i/os.Getpagesize()) | 1; m[i] != want {
+			t.Fatalf("byte %d = %d after the page-out, want %d", i, m[i], want)
 		}
 	}
 }
@@ -163,6 +238,7 @@ func TestPagerTableMappings(t *testing.T) {
 7f0000000000-7f0000200000 rw-s 00000000 fd:01 11 /d/data/fsm/000007.sst
 7f0000200000-7f0000300000 r--s 00000000 fd:01 12 /d/data/fsm/000003.sst (deleted)
 7f0000300000-7f0000400000 rw-s 00000000 fd:01 13 /d/data/raft/000001.vlog
+7f0000380000-7f0000390000 rw-s 00000000 fd:01 17 /d/data/raft/000002.sst
 7f0000400000-7f0000500000 rw-s 00000000 fd:01 14 /d/data/raft/00005.mem
 7f0000500000-7f0000600000 r--s 00000000 fd:01 15 /d/data2/000001.sst
 7f0000600000-7f0000700000 rw-p 00000000 00:00 0 
@@ -172,7 +248,7 @@ func TestPagerTableMappings(t *testing.T) {
 	want := []mapping{
 		{0x7f0000000000, 0x7f0000200000, "/d/data/fsm/000007.sst"},
 		{0x7f0000200000, 0x7f0000300000, "/d/data/fsm/000003.sst"},
-		{0x7f0000300000, 0x7f0000400000, "/d/data/raft/000001.vlog"},
+		{0x7f0000380000, 0x7f0000390000, "/d/data/raft/000002.sst"},
 		{0x7f0000700000, 0x7f0000800000, "/d/data/fsm/a b.sst"},
 	}
 	if len(got) != len(want) {
@@ -263,6 +339,14 @@ func TestPagerWithBadger(t *testing.T) {
 		t.Fatal(err)
 	}
 	f = openTestFSM(t, dir)
+	// As on a node that has run a while: the pager leaves young tables alone.
+	tables, err := filepath.Glob(filepath.Join(dir, "*", "*.sst"))
+	if err != nil || len(tables) == 0 {
+		t.Fatalf("no tables in %s (%v)", dir, err)
+	}
+	for _, tbl := range tables {
+		ageFile(t, tbl)
+	}
 	before := tableRSS(t, dir)
 	if before < 1<<20 {
 		t.Fatalf("tables hold %d resident bytes after a full read; the test cannot tell a page-out", before)

@@ -46,7 +46,6 @@ const tableSettle = 2 * time.Second
 type Pager struct {
 	dir      string
 	limit    int64
-	interval time.Duration
 	logger   *slog.Logger
 	pageSize int64
 
@@ -87,7 +86,6 @@ func StartPager(dir string, limit int64, interval time.Duration, logger *slog.Lo
 	p := &Pager{
 		dir:      abs + string(filepath.Separator),
 		limit:    limit,
-		interval: interval,
 		logger:   orDiscard(logger),
 		pageSize: int64(os.Getpagesize()),
 	}

@@ -4,8 +4,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"strconv"
-	"strings"
 	"testing"
 	"time"
 	"unsafe"
@@ -66,12 +64,13 @@ func ageFile(t *testing.T, path string) {
 // and MADV_PAGEOUT only reclaims mapped pages.
 var pageSink byte
 
-// residentShare is the fraction of m's pages in memory (mincore).
-func residentShare(t *testing.T, m []byte) float64 {
+// residentPages counts the pages of [start, start+length) that are in
+// memory (mincore).
+func residentPages(t *testing.T, start, length uintptr) int {
 	t.Helper()
-	ps := os.Getpagesize()
-	vec := make([]byte, (len(m)+ps-1)/ps)
-	_, _, errno := unix.Syscall(unix.SYS_MINCORE, uintptr(unsafe.Pointer(&m[0])), uintptr(len(m)), uintptr(unsafe.Pointer(&vec[0])))
+	ps := uintptr(os.Getpagesize())
+	vec := make([]byte, (length+ps-1)/ps)
+	_, _, errno := unix.Syscall(unix.SYS_MINCORE, start, length, uintptr(unsafe.Pointer(&vec[0])))
 	if errno != 0 {
 		t.Fatal(errno)
 	}
@@ -81,7 +80,14 @@ func residentShare(t *testing.T, m []byte) float64 {
 			n++
 		}
 	}
-	return float64(n) / float64(len(vec))
+	return n
+}
+
+// residentShare is the fraction of m's pages in memory.
+func residentShare(t *testing.T, m []byte) float64 {
+	t.Helper()
+	ps := os.Getpagesize()
+	return float64(residentPages(t, uintptr(unsafe.Pointer(&m[0])), uintptr(len(m)))) / float64((len(m)+ps-1)/ps)
 }
 
 func TestPagerPagesOutTablesUnderItsDir(t *testing.T) {
@@ -274,30 +280,17 @@ func BenchmarkPagerCheck(b *testing.B) {
 	}
 }
 
-// tableRSS sums the Rss of the .sst mappings under dir in
-// /proc/self/smaps.
-func tableRSS(t *testing.T, dir string) int64 {
+// tableResident is how many bytes of the table mappings under dir are in
+// memory: the mappings the pager itself would pick.
+func tableResident(t *testing.T, dir string) int64 {
 	t.Helper()
-	b, err := os.ReadFile("/proc/self/smaps")
+	maps, err := os.ReadFile("/proc/self/maps")
 	if err != nil {
 		t.Fatal(err)
 	}
 	var sum int64
-	in := false
-	for _, l := range strings.Split(string(b), "\n") {
-		f := strings.Fields(l)
-		if len(f) == 0 {
-			continue
-		}
-		if strings.Contains(f[0], "-") && len(f) >= 5 { // a mapping's header line
-			path := strings.TrimSuffix(strings.Join(f[5:], " "), " (deleted)")
-			in = strings.HasPrefix(path, dir+"/") && strings.HasSuffix(path, ".sst")
-			continue
-		}
-		if in && f[0] == "Rss:" && len(f) >= 2 {
-			kb, _ := strconv.ParseInt(f[1], 10, 64)
-			sum += kb << 10
-		}
+	for _, m := range (&Pager{dir: dir + "/"}).tableMappings(maps) {
+		sum += int64(residentPages(t, m.start, m.end-m.start)) * int64(os.Getpagesize())
 	}
 	return sum
 }
@@ -347,7 +340,7 @@ func TestPagerWithBadger(t *testing.T) {
 	for _, tbl := range tables {
 		ageFile(t, tbl)
 	}
-	before := tableRSS(t, dir)
+	before := tableResident(t, dir)
 	if before < 1<<20 {
 		t.Fatalf("tables hold %d resident bytes after a full read; the test cannot tell a page-out", before)
 	}
@@ -364,7 +357,7 @@ func TestPagerWithBadger(t *testing.T) {
 	if p.Stats().Rounds == 0 {
 		t.Fatal("no page-out round within 5 s")
 	}
-	if after := tableRSS(t, dir); after > before/10 {
+	if after := tableResident(t, dir); after > before/10 {
 		t.Fatalf("tables hold %d resident bytes after the page-out, %d before", after, before)
 	}
 	if got := f.Totals("EUR"); got != wantTotals {

@@ -25,20 +25,34 @@ const (
 	// above 0 works; Flush starts the DB's oracle after it, so later
 	// writes have higher versions.
 	loadVersion = 1
+	// loadMemTableSize is the memtable of a DB being loaded (loadOptions).
+	loadMemTableSize = 1 << 20
 )
 
 // loadOptions are the options of a generation DB while a restore builds
 // it; it is closed and opened again with badgerOptions before it serves.
-// They differ only in no compactors (there is nothing to compact: every
-// table goes to the bottom level, in key order, without overlaps) and no
-// checksum pass over each table just built from memory (the reopen
-// verifies every table, as every open does). The size of the tables the
-// StreamWriter builds, BaseTableSize x TableSizeMultiplier^(MaxLevels-2),
-// comes from badgerOptions: with its multiplier of 1 they are
-// BaseTableSize (2 MiB), each built in a heap buffer of twice that, with
-// up to 16 being written at once.
+// They differ in three things:
+//
+//   - no compactors (there is nothing to compact: every table goes to the
+//     bottom level, in key order, without overlaps);
+//   - no checksum pass over each table just built from memory (the reopen
+//     verifies every table, as every open does);
+//   - a 1-MiB memtable (loadMemTableSize). The StreamWriter never writes
+//     to it; only the raised applied index can. But Badger allocates its
+//     arena whole, twice (at open and in Prepare), and the Go runtime
+//     counts the 10 MiB of an ordinary memtable's arena against its memory
+//     limit though the pages are never touched. Under a tight limit that
+//     room is what the GC lacks (DESIGN.md "Atomic restore").
+//
+// The size of the tables the StreamWriter builds, BaseTableSize x
+// TableSizeMultiplier^(MaxLevels-2), comes from badgerOptions: with its
+// multiplier of 1 they are BaseTableSize (2 MiB), each built in a heap
+// buffer of twice that, with up to 16 being written at once.
 func loadOptions(dir string, logger *slog.Logger) badger.Options {
 	return badgerOptions(dir, false, logger).
+		WithMemTableSize(loadMemTableSize).
+		// Badger refuses a value threshold above 15 % of the memtable.
+		WithValueThreshold(loadMemTableSize / 16).
 		WithNumCompactors(0).
 		WithChecksumVerificationMode(options.NoVerification)
 }

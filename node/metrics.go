@@ -87,7 +87,7 @@ func newNodeMetrics(reg prometheus.Registerer, fsm *storage.FSM, logs *storage.L
 		fsmApplied: prometheus.NewDesc("surge_fsm_applied_index", "Last Raft index whose effects the state machine stored.", nil, nil),
 		rssLimit:   prometheus.NewDesc("surge_rss_limit_bytes", "The --rss-limit the node keeps its resident set to (absent without one).", nil, nil),
 		pagerRounds: prometheus.NewDesc("surge_pager_rounds_total",
-			"Checks that found the resident set over --rss-limit and paged out the stores' mapped tables.", nil, nil),
+			"Checks that found the resident set within an eighth of --rss-limit or over it, and paged out the stores' mapped tables.", nil, nil),
 		pagerAdvised: prometheus.NewDesc("surge_pager_advised_bytes_total",
 			"Total length of the table mappings passed to madvise(MADV_PAGEOUT).", nil, nil),
 	}

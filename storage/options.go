@@ -176,26 +176,32 @@ func orDiscard(l *slog.Logger) *slog.Logger {
 	return l
 }
 
-// ticker runs fn every interval on its own goroutine until stop is called;
-// stop waits for the goroutine and is safe to call more than once.
+// ticker runs a function on its own goroutine until stop is called; stop
+// waits for the goroutine and is safe to call more than once.
 type ticker struct {
 	stopOnce sync.Once
 	quit     chan struct{}
 	done     chan struct{}
 }
 
+// startTicker runs fn every interval.
 func startTicker(interval time.Duration, fn func()) *ticker {
+	return startLoop(interval, func() time.Duration { fn(); return interval })
+}
+
+// startLoop runs fn after first, then again after each wait fn returns.
+func startLoop(first time.Duration, fn func() time.Duration) *ticker {
 	t := &ticker{quit: make(chan struct{}), done: make(chan struct{})}
 	go func() {
 		defer close(t.done)
-		tk := time.NewTicker(interval)
-		defer tk.Stop()
+		tm := time.NewTimer(first)
+		defer tm.Stop()
 		for {
 			select {
 			case <-t.quit:
 				return
-			case <-tk.C:
-				fn()
+			case <-tm.C:
+				tm.Reset(fn())
 			}
 		}
 	}()

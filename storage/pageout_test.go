@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"testing"
 	"time"
 	"unsafe"
@@ -112,10 +113,7 @@ func TestPagerPagesOutTablesUnderItsDir(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer p.Stop()
-	deadline := time.Now().Add(5 * time.Second)
-	for p.Stats().Rounds == 0 && time.Now().Before(deadline) {
-		time.Sleep(10 * time.Millisecond)
-	}
+	waitForRounds(p, 1)
 	st := p.Stats()
 	if st.Rounds == 0 {
 		t.Fatal("no page-out round within 5 s with a limit of one byte")
@@ -179,10 +177,7 @@ func TestPagerLeavesTablesBeingWritten(t *testing.T) {
 	defer p.Stop()
 	waitRounds := func(n int64) {
 		t.Helper()
-		deadline := time.Now().Add(5 * time.Second)
-		for p.Stats().Rounds < n && time.Now().Before(deadline) {
-			time.Sleep(5 * time.Millisecond)
-		}
+		waitForRounds(p, n)
 		if got := p.Stats().Rounds; got < n {
 			t.Fatalf("%d page-out rounds within 5 s, want %d", got, n)
 		}
@@ -224,6 +219,66 @@ func TestPagerUnderItsLimitLeavesPagesAlone(t *testing.T) {
 	}
 	if s := residentShare(t, table); s < 0.99 {
 		t.Errorf("%.2f of the table resident, want all of it", s)
+	}
+}
+
+// TestPagerKeepsHeadroom: the pager acts before RSS reaches the limit, once
+// it is within an eighth of it, so that what a compaction maps and
+// allocates between two checks still fits under the limit.
+func TestPagerKeepsHeadroom(t *testing.T) {
+	dir := t.TempDir()
+	// A large resident table, so that the margins below are MiBs, more
+	// than the test itself can allocate meanwhile.
+	table := mappedFile(t, filepath.Join(dir, "000001.sst"), 48<<20)
+	// Earlier tests' garbage, returned to the kernel now rather than by
+	// the scavenger while this test runs, which could take RSS back under
+	// the trigger.
+	debug.FreeOSMemory()
+	probe := &Pager{pageSize: int64(os.Getpagesize())}
+	rss, err := probe.rss()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// RSS is under this limit by 1/17 of it (RSS is at least the table's
+	// 48 MiB), and over its trigger by 7 %.
+	limit := rss + rss/16
+	p, err := StartPager(dir, limit, 5*time.Millisecond, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Stop()
+	waitForRounds(p, 1)
+	if st := p.Stats(); st.Rounds == 0 {
+		t.Fatalf("no page-out within 5 s with RSS %d under a limit of %d (trigger %d); last RSS seen %d",
+			rss, limit, limit-limit/pagerHeadroom, st.RSS)
+	}
+	if s := residentShare(t, table); s > 0.1 {
+		t.Errorf("%.2f of the table still resident after the page-out", s)
+	}
+}
+
+// TestPagerChecksOftenNearItsLimit: over half its limit the pager checks
+// every PagerFastInterval, whatever its normal interval.
+func TestPagerChecksOftenNearItsLimit(t *testing.T) {
+	dir := t.TempDir()
+	mappedFile(t, filepath.Join(dir, "000001.sst"), 1<<20)
+	// Over any process's RSS: a round at each check.
+	p, err := StartPager(dir, 1, time.Hour, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Stop()
+	waitForRounds(p, 3)
+	if got := p.Stats().Rounds; got < 3 {
+		t.Fatalf("%d page-out rounds within 5 s with an interval of an hour, want 3 or more", got)
+	}
+}
+
+// waitForRounds waits up to 5 s for the pager's n-th page-out round.
+func waitForRounds(p *Pager, n int64) {
+	deadline := time.Now().Add(5 * time.Second)
+	for p.Stats().Rounds < n && time.Now().Before(deadline) {
+		time.Sleep(time.Millisecond)
 	}
 }
 
@@ -349,10 +404,7 @@ func TestPagerWithBadger(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(5 * time.Second)
-	for p.Stats().Rounds == 0 && time.Now().Before(deadline) {
-		time.Sleep(10 * time.Millisecond)
-	}
+	waitForRounds(p, 1)
 	p.Stop()
 	if p.Stats().Rounds == 0 {
 		t.Fatal("no page-out round within 5 s")

@@ -73,7 +73,16 @@ type Pager struct {
 	lastRSS atomic.Int64 // RSS at the last tick, bytes
 
 	lastWarn time.Time
-	t        *ticker
+	// quietUntil: no page-out before this. Set when a page-out freed
+	// almost nothing (under 1/64 of the limit) and left RSS over the
+	// trigger: the heap holds it there, and paging out again at every
+	// fast check would only burn CPU. A page-out that frees something
+	// is repeated at the next check even when RSS stays over the
+	// trigger: on a busy node, pages read back in and tables that have
+	// just come of age are worth it (measured: without that, VmHWM
+	// reached 147 MiB under a 128-MiB limit).
+	quietUntil time.Time
+	t          *ticker
 }
 
 // PagerStats are a Pager's counters, for /metrics.
@@ -164,7 +173,7 @@ func (p *Pager) tick() {
 		return
 	}
 	p.lastRSS.Store(rss)
-	if rss <= p.trigger {
+	if rss <= p.trigger || time.Now().Before(p.quietUntil) {
 		return
 	}
 	n, err := p.pageOut()
@@ -179,6 +188,9 @@ func (p *Pager) tick() {
 		return
 	}
 	p.lastRSS.Store(after)
+	if after > p.trigger && rss-after < p.limit/64 {
+		p.quietUntil = time.Now().Add(PagerInterval)
+	}
 	if after > p.limit {
 		// What is left is the heap and the binary: paging out tables
 		// cannot bring it under the limit.

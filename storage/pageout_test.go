@@ -282,6 +282,30 @@ func waitForRounds(p *Pager, n int64) {
 	}
 }
 
+// TestPagerBacksOffWhenPagingOutDoesNotHelp: when a page-out frees almost
+// nothing and leaves RSS over the trigger (here always: the limit, 4 MiB,
+// is under what the test process holds besides the table), the pager
+// waits PagerInterval before the next, whatever its fast checks see.
+func TestPagerBacksOffWhenPagingOutDoesNotHelp(t *testing.T) {
+	dir := t.TempDir()
+	mappedFile(t, filepath.Join(dir, "000001.sst"), 1<<20)
+	p, err := StartPager(dir, 4<<20, time.Millisecond, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitForRounds(p, 1)
+	start := time.Now()
+	first := p.Stats().Rounds
+	time.Sleep(5 * PagerInterval / 2)
+	p.Stop()
+	elapsed := time.Since(start)
+	// At most one round per PagerInterval, one more for the edges, and
+	// one that still freed something (the table's pages read back in).
+	if got, max := p.Stats().Rounds-first, int64(elapsed/PagerInterval)+2; got > max {
+		t.Errorf("%d page-out rounds in %v with checks every 1 ms; want at most %d (one per %v)", got, elapsed, max, PagerInterval)
+	}
+}
+
 func TestPagerOffWithoutALimit(t *testing.T) {
 	p, err := StartPager(t.TempDir(), 0, 0, nil)
 	if err != nil || p != nil {

@@ -130,7 +130,7 @@ func parse(args []string, stderr io.Writer) (node.Config, logOptions, error) {
 	fs.IntVar(&cfg.RaftMultiplier, "raft-multiplier", cfg.RaftMultiplier, "scale Raft's timeouts (1 = LAN defaults, 300 ms; raise on slow or overloaded machines)")
 	fs.IntVar(&cfg.RateLimit, "rate-limit", cfg.RateLimit, "donations a client IP may start per minute; 0 disables")
 	fs.BoolVar(&cfg.HotPath, "hot-path", cfg.HotPath, "serve the cacheable pages, assets and total below net/http (false: every request through net/http)")
-	fs.Var(&rssLimit, "rss-limit", "resident memory the node keeps to (e.g. 128MiB; 0 = none): above it, it asks the kernel to page out its stores' memory-mapped tables, which are read back when needed")
+	fs.Var(&rssLimit, "rss-limit", "resident memory the node keeps to (e.g. 128MiB; 0 = none): within an eighth of it, it asks the kernel to page out its stores' memory-mapped tables, which are read back when needed")
 	fs.Var(&lo.memoryLimit, "memory-limit", "Go soft memory limit (e.g. 100MiB; 0 = none): the garbage collector works harder as the heap nears it; when given, it wins over GOMEMLIMIT (logged as a warning); when not given, GOMEMLIMIT applies if set, else two thirds of --rss-limit or of the cgroup's memory limit, whichever is smaller")
 	fs.StringVar(&lo.format, "log-format", lo.format, "log format: text or json")
 	fs.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn or error")

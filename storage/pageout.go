@@ -18,8 +18,9 @@ import (
 // PagerInterval is how often a Pager compares the process's resident set
 // with its limit while RSS is under half the limit, and PagerFastInterval
 // how often above that, where a burst could take it over the limit before
-// the next check. A check reads /proc/self/statm, ~20 µs here
-// (BenchmarkPagerCheck): 0.02 % of a core every 100 ms, 0.2 % every 10 ms.
+// the next check. A check reads /proc/self/statm: 8–20 µs
+// (BenchmarkPagerCheck on the VMs of BENCHMARKS.md §0e and §0d), at most
+// 0.02 % of a core every 100 ms and 0.2 % every 10 ms.
 // Between checks RSS can grow by what the node maps and allocates
 // meanwhile; a node reading its tables through (a snapshot, a compaction)
 // faulted them in at up to 8 MiB in 5 ms (DESIGN.md "Resident limit").

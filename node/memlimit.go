@@ -168,13 +168,13 @@ func (d MemoryLimitDecision) Log(l *slog.Logger) {
 		l.Warn("--memory-limit overrides GOMEMLIMIT", "memory_limit", lim, "gomemlimit", d.Overrode)
 		return
 	}
-	switch d.Source {
-	case "cgroup":
-		l.Info("go memory limit", "memory_limit", lim, "source", d.Source, "cgroup_limit", (&ByteSize{N: d.Budget}).String())
-		return
-	case "rss-limit":
-		l.Info("go memory limit", "memory_limit", lim, "source", d.Source, "rss_limit", (&ByteSize{N: d.Budget}).String())
-		return
+	args := []any{"memory_limit", lim, "source", d.Source}
+	if key := budgetLogKeys[d.Source]; key != "" {
+		args = append(args, key, (&ByteSize{N: d.Budget}).String())
 	}
-	l.Info("go memory limit", "memory_limit", lim, "source", d.Source)
+	l.Info("go memory limit", args...)
 }
+
+// budgetLogKeys names, by Source, the budget a derived limit came from in
+// the start log.
+var budgetLogKeys = map[string]string{"cgroup": "cgroup_limit", "rss-limit": "rss_limit"}

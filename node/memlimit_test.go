@@ -1,8 +1,11 @@
 package node
 
 import (
+	"bytes"
+	"log/slog"
 	"math"
 	"runtime/debug"
+	"strings"
 	"testing"
 )
 
@@ -89,5 +92,26 @@ func TestApplyMemoryLimit(t *testing.T) {
 				t.Errorf("runtime limit %d, want %d", r, c.runtime)
 			}
 		})
+	}
+}
+
+// TestMemoryLimitDecisionLog: the start log names the budget a derived
+// limit came from, and nothing more for the other sources.
+func TestMemoryLimitDecisionLog(t *testing.T) {
+	for _, c := range []struct {
+		d    MemoryLimitDecision
+		want string
+	}{
+		{MemoryLimitDecision{Limit: 100 << 20, Source: "cgroup", Budget: 150 << 20}, "memory_limit=100MiB source=cgroup cgroup_limit=150MiB"},
+		{MemoryLimitDecision{Limit: 42 << 20, Source: "rss-limit", Budget: 64 << 20}, "memory_limit=42MiB source=rss-limit rss_limit=64MiB"},
+		{MemoryLimitDecision{Limit: 64 << 20, Source: "flag"}, "memory_limit=64MiB source=flag\n"},
+		{MemoryLimitDecision{Source: "off"}, "memory_limit=off source=off\n"},
+		{MemoryLimitDecision{Limit: 64 << 20, Source: "flag", Overrode: "300MiB"}, "level=WARN msg=\"--memory-limit overrides GOMEMLIMIT\" memory_limit=64MiB gomemlimit=300MiB"},
+	} {
+		var b bytes.Buffer
+		c.d.Log(slog.New(slog.NewTextHandler(&b, nil)))
+		if !strings.Contains(b.String(), c.want) {
+			t.Errorf("%+v logged %q, want it to contain %q", c.d, b.String(), c.want)
+		}
 	}
 }

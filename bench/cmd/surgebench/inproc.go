@@ -139,18 +139,21 @@ func (c *inprocCluster) close() error {
 	return errors.Join(errs...)
 }
 
-// createCommand is a create command as web stamps it: fresh id and key
-// from web.NewID, the proposer's clock.
+// createCommand is a create command as web stamps it for a random donor:
+// fresh id and key from web.NewID (the donate page's key is time-ordered
+// too), the request's hash, the proposer's clock.
 func createCommand(amount int64) donation.Command {
+	d := randomDonor()
 	return donation.Command{Kind: donation.KindCreate, Create: &donation.Create{
 		ID:             webID(),
 		IdempotencyKey: webID(),
-		RequestHash:    "bench",
+		RequestHash:    d.requestHash(amount, "EUR"),
 		Amount:         donation.Money{Minor: amount, Currency: "EUR"},
 		Provider:       "dev",
-		Name:           "Bench Donor",
-		Email:          "bench@example.org",
-		Message:        "surgebench",
+		Name:           d.Name,
+		Email:          d.Email,
+		Anonymous:      d.Anonymous,
+		Message:        d.Message,
 		At:             time.Now().UnixNano(),
 	}}
 }

@@ -62,7 +62,7 @@ func journey(ctx context.Context, c *http.Client, base string, rec func(step str
 	if _, err := do(journeySteps[1], http.MethodGet, base+"/donate", nil, http.StatusOK); err != nil {
 		return err
 	}
-	form := url.Values{"custom_amount": {"25"}, "name": {"Bench Donor"}, "email": {"bench@example.org"}, "message": {"surgebench"}}
+	form := randomDonor().form("25")
 	checkout, err := do(journeySteps[2], http.MethodPost, base+"/donate", form, http.StatusSeeOther)
 	if err != nil {
 		return err

@@ -32,8 +32,8 @@ type created struct {
 // createDonation is POST /api/v1/donations; it wants 201.
 func createDonation(ctx context.Context, c *http.Client, base string, amount int64) (created, error) {
 	var d created
-	body := fmt.Sprintf(`{"amount_minor":%d,"currency":"EUR","name":"Bench Donor","email":"bench@example.org","anonymous":false,"message":"surgebench"}`, amount)
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, base+"/api/v1/donations", bytes.NewReader([]byte(body)))
+	body := randomDonor().createBody(amount, "EUR")
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, base+"/api/v1/donations", bytes.NewReader(body))
 	if err != nil {
 		return d, err
 	}

@@ -67,11 +67,10 @@ const pagerHeadroom = 8
 // the madvise call is harmless. DESIGN.md "Resident limit" has the policy
 // and the measurements.
 type Pager struct {
-	dir      string
-	limit    int64
-	trigger  int64 // page out above this: limit less the headroom
-	logger   *slog.Logger
-	pageSize int64
+	dir     string
+	limit   int64
+	trigger int64 // page out above this: limit less the headroom
+	logger  *slog.Logger
 
 	rounds  atomic.Int64 // ticks that found RSS over the trigger
 	advised atomic.Int64 // bytes of mappings passed to MADV_PAGEOUT
@@ -118,13 +117,12 @@ func StartPager(dir string, limit int64, interval time.Duration, logger *slog.Lo
 		abs = r
 	}
 	p := &Pager{
-		dir:      abs + string(filepath.Separator),
-		limit:    limit,
-		trigger:  limit - limit/pagerHeadroom,
-		logger:   orDiscard(logger),
-		pageSize: int64(os.Getpagesize()),
+		dir:     abs + string(filepath.Separator),
+		limit:   limit,
+		trigger: limit - limit/pagerHeadroom,
+		logger:  orDiscard(logger),
 	}
-	if _, err := p.rss(); err != nil {
+	if _, err := processRSS(); err != nil {
 		return nil, fmt.Errorf("pager: %w", err)
 	}
 	if err := probePageOut(); err != nil {
@@ -172,7 +170,7 @@ func (p *Pager) Stats() PagerStats {
 }
 
 func (p *Pager) tick() {
-	rss, err := p.rss()
+	rss, err := processRSS()
 	if err != nil {
 		p.warn("pager: read RSS", "err", err)
 		return
@@ -188,7 +186,7 @@ func (p *Pager) tick() {
 		p.warn("pager: page out", "err", err)
 		return
 	}
-	after, err := p.rss()
+	after, err := processRSS()
 	if err != nil {
 		return
 	}
@@ -213,9 +211,9 @@ func (p *Pager) warn(msg string, args ...any) {
 	p.logger.Warn(msg, args...)
 }
 
-// rss reads the process's resident set size from /proc/self/statm (its
+// processRSS reads the process's resident set size from /proc/self/statm (its
 // second field, in pages).
-func (p *Pager) rss() (int64, error) {
+func processRSS() (int64, error) {
 	b, err := os.ReadFile("/proc/self/statm")
 	if err != nil {
 		return 0, err
@@ -228,7 +226,7 @@ func (p *Pager) rss() (int64, error) {
 	if err != nil {
 		return 0, fmt.Errorf("/proc/self/statm: %w", err)
 	}
-	return n * p.pageSize, nil
+	return n * int64(os.Getpagesize()), nil
 }
 
 // pageOut passes every mapping of a table under the pager's directory that

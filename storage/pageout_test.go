@@ -231,8 +231,7 @@ func TestPagerKeepsHeadroom(t *testing.T) {
 	// the scavenger while this test runs, which could take RSS back under
 	// the trigger.
 	debug.FreeOSMemory()
-	probe := &Pager{pageSize: int64(os.Getpagesize())}
-	rss, err := probe.rss()
+	rss, err := processRSS()
 	if err != nil {
 		t.Fatal(err)
 	}
